@@ -1,0 +1,42 @@
+// The HTTP application: auth API, main API and database API on one listener.
+// Every API is served at the root (the default region) and under /regions/:region.
+import { Hono } from "hono";
+import { NotFoundError } from "../domain/errors.ts";
+import { RateLimiter, requireAuth } from "./auth.ts";
+import type { Deps, Env } from "./deps.ts";
+import { handleError } from "./errors.ts";
+import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
+import { tokenRoutes } from "./routes/tokens.routes.ts";
+
+export function createApp(deps: Deps): Hono<Env> {
+  const limiter = new RateLimiter(deps.config.rateLimitPerMinute, () => deps.now().getTime());
+  const regions = new Set(deps.config.regions.map((r) => r.name));
+
+  const build = (region: string | null) => {
+    const scoped = new Hono<Env>();
+    scoped.use(async (c, next) => {
+      const name = region ?? c.req.param("region") ?? deps.config.defaultRegion;
+      if (!regions.has(name)) throw new NotFoundError("region");
+      c.set("region", name);
+      await next();
+    });
+    const v1 = new Hono<Env>();
+    v1.route("/", tokenRoutes(deps, limiter));
+    v1.route("/", catalogRoutes(deps));
+    v1.get("/regions", requireAuth(deps, limiter), (c) => c.json({ regions: regionsJson(deps) }));
+    // Main API route modules (one line each).
+    const api = new Hono<Env>();
+    // Database API route modules (one line each).
+    scoped.route("/v1", v1);
+    scoped.route("/api", api);
+    return scoped;
+  };
+
+  const app = new Hono<Env>();
+  app.onError((err, c) => handleError(err, c, deps.log));
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+  app.get("/health", (c) => c.json({ status: "ok" }));
+  app.route("/regions/:region", build(null));
+  app.route("/", build(deps.config.defaultRegion));
+  return app;
+}

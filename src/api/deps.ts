@@ -1,0 +1,26 @@
+// The plain dependencies object shared by the API routes (no DI container).
+import type { Config } from "../config.ts";
+import type { Catalog } from "../domain/catalog.ts";
+import type { Logger } from "../log.ts";
+import type { Db } from "../store/db.ts";
+import type { User } from "../store/users.store.ts";
+import type { JwtClaims } from "./jwt.ts";
+
+export interface Deps {
+  db: Db;
+  config: Config;
+  catalog: Catalog;
+  log: Logger;
+  jwtSecret: Buffer;
+  now: () => Date;
+  /** Wakes the reconcile loop after a mutation was queued (it also polls on its own). */
+  kickReconciler: () => void;
+}
+
+export interface Env {
+  Variables: {
+    user: User;
+    claims: JwtClaims;
+    region: string;
+  };
+}

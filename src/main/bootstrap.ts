@@ -1,0 +1,39 @@
+// Control-plane start-up steps shared by every composition root: secrets and the operator's
+// first admin. Each step is idempotent and safe when two controllers run it at once.
+import { randomBytes } from "node:crypto";
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import type { Queryable } from "../store/db.ts";
+import { hashToken } from "../store/users.store.ts";
+
+/** The JWT signing secret: from the config, else generated once and kept in the store. */
+export async function ensureJwtSecret(q: Queryable, config: Config): Promise<Buffer> {
+  if (config.jwtSecret) return Buffer.from(config.jwtSecret, "utf8");
+  await q.query("INSERT INTO settings (key, value) VALUES ('jwt_secret', $1) ON CONFLICT (key) DO NOTHING", [
+    randomBytes(32).toString("hex"),
+  ]);
+  const { rows } = await q.query<{ value: string }>("SELECT value FROM settings WHERE key = 'jwt_secret'");
+  return Buffer.from(rows[0]!.value, "hex");
+}
+
+export const ADMIN_USER_ID = "us-admin";
+
+/** With CELLAR_ADMIN_TOKEN set, that token is the first admin's API token. */
+export async function ensureAdmin(q: Queryable, config: Config, log: Logger): Promise<void> {
+  if (!config.adminToken) return;
+  if (!/^tk-us-[A-Za-z0-9_-]{16,200}$/.test(config.adminToken)) {
+    throw new Error("CELLAR_ADMIN_TOKEN must look like tk-us-<at least 16 letters, digits, _ or ->");
+  }
+  await q.query(
+    `INSERT INTO users (id, username, email, fullname, is_admin) VALUES ($1, 'admin', 'admin@cellar.local', 'Cellar admin', true)
+     ON CONFLICT DO NOTHING`,
+    [ADMIN_USER_ID],
+  );
+  const { rowCount } = await q.query(
+    `INSERT INTO api_tokens (id, user_id, name, token_hash) VALUES ('tok-admin-bootstrap', $1, 'CELLAR_ADMIN_TOKEN', $2)
+     ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash
+       WHERE api_tokens.token_hash <> excluded.token_hash`,
+    [ADMIN_USER_ID, hashToken(config.adminToken)],
+  );
+  if (rowCount) log.info("admin API token set from CELLAR_ADMIN_TOKEN", { user: ADMIN_USER_ID });
+}

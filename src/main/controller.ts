@@ -1,0 +1,123 @@
+// Composition root of the control plane: store, API server and reconcile loop.
+import fs from "node:fs";
+import path from "node:path";
+import { serve, type ServerType } from "@hono/node-server";
+import type { Config } from "../config.ts";
+import { createApp } from "../api/app.ts";
+import type { Deps } from "../api/deps.ts";
+import { parseCatalog, type Catalog } from "../domain/catalog.ts";
+import type { Logger } from "../log.ts";
+import { reconcileDatabase } from "../reconciler/database.reconciler.ts";
+import { startReconcileLoop, type ReconcileLoop } from "../reconciler/loop.ts";
+import { openStore, type Store } from "../store/open.ts";
+import { ensureAdmin, ensureJwtSecret } from "./bootstrap.ts";
+
+export interface Controller {
+  url: string;
+  deps: Deps;
+  loop: ReconcileLoop;
+  stop(): Promise<void>;
+}
+
+export function loadCatalogFile(file: string): Catalog {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`cannot read the catalog ${file}: ${(err as Error).message}`);
+  }
+  return parseCatalog(raw);
+}
+
+/**
+ * Guards the data directory against a second controller: the embedded store and host
+ * state must have one owner. A lock left by a dead process is taken over.
+ */
+export function lockDataDir(dataDir: string): () => void {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const file = path.join(dataDir, "controller.pid");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: "wx" });
+      return () => fs.rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const pid = Number(fs.readFileSync(file, "utf8"));
+      if (pid && pid !== process.pid && isAlive(pid)) {
+        throw new Error(`another Cellar controller (pid ${pid}) is using ${dataDir}; stop it first`);
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`cannot lock ${dataDir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    // A zombie still answers kill -0: read its state instead.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+export async function startController(
+  config: Config,
+  log: Logger,
+  opts: { listen?: boolean; background?: boolean } = {},
+): Promise<Controller> {
+  const catalog = loadCatalogFile(config.catalogPath);
+  const unlock = config.databaseUrl ? () => undefined : lockDataDir(config.dataDir);
+  let store: Store | undefined;
+  let server: ServerType | undefined;
+  try {
+    store = await openStore(config, log);
+    const { db } = store;
+    const jwtSecret = await ensureJwtSecret(db, config);
+    await ensureAdmin(db, config, log);
+    const deps: Deps = {
+      db,
+      config,
+      catalog,
+      log,
+      jwtSecret,
+      now: () => new Date(),
+      kickReconciler: () => loop.kick(),
+    };
+    const loop = startReconcileLoop({
+      db,
+      log: log.child({ component: "reconciler" }),
+      pollMs: config.reconcileIntervalMs,
+      pass: (id) => reconcileDatabase(deps, id),
+      background: opts.background ?? true,
+    });
+    const app = createApp(deps);
+    if (opts.listen !== false) {
+      server = await new Promise<ServerType>((resolve, reject) => {
+        const s = serve({ fetch: app.fetch, hostname: config.listenHost, port: config.port }, () =>
+          resolve(s),
+        );
+        s.once("error", reject);
+      });
+      log.info("API listening", { url: config.publicUrl });
+    }
+    const activeStore = store;
+    return {
+      url: config.publicUrl,
+      deps,
+      loop,
+      async stop() {
+        await loop.stop();
+        await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+        await activeStore.close();
+        unlock();
+      },
+    };
+  } catch (err) {
+    server?.close();
+    await store?.close().catch(() => undefined);
+    unlock();
+    throw err;
+  }
+}
