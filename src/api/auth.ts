@@ -1,18 +1,20 @@
 // Bearer authentication and per-token rate limiting.
-import type { Context, MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
 import { CellarError, UnauthorizedError } from "../domain/errors.ts";
 import { getUser, tokenExists } from "../store/users.store.ts";
 import type { Deps, Env } from "./deps.ts";
 import { verifyJwt } from "./jwt.ts";
 
-export function bearerOf(c: Context): string | null {
+type WithHeaders = { req: { header(name: string): string | undefined } };
+
+export function bearerOf(c: WithHeaders): string | null {
   const header = c.req.header("authorization") ?? "";
   const m = /^Bearer\s+(\S+)$/i.exec(header);
   return m ? m[1]! : null;
 }
 
 /** Reads `Authorization: Basic base64(":<api token>")` (the reference's token exchange). */
-export function basicPasswordOf(c: Context): string | null {
+export function basicPasswordOf(c: WithHeaders): string | null {
   const header = c.req.header("authorization") ?? "";
   const m = /^Basic\s+(\S+)$/i.exec(header);
   if (!m) return null;

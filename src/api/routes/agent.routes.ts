@@ -1,0 +1,192 @@
+// The controller side of the agent protocol (served on the TLS agent listener).
+// An agent registers once with the join token and receives its own host token; after that
+// it long-polls its desired instances and reports what it observes (the heartbeat).
+import { EventEmitter } from "node:events";
+import { timingSafeEqual } from "node:crypto";
+import { Hono } from "hono";
+import { UnauthorizedError, ValidationError } from "../../domain/errors.ts";
+import { newTokenSecret } from "../../store/users.store.ts";
+import {
+  findHostByName,
+  findHostByToken,
+  heartbeat,
+  insertHost,
+  updateHostRegistration,
+  type Host,
+  type HostRegistration,
+} from "../../store/hosts.store.ts";
+import {
+  applyReport,
+  desiredVersion,
+  instancesOfHost,
+  type InstanceReport,
+  type InstanceStatus,
+} from "../../store/instances.store.ts";
+import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
+import type { Deps } from "../deps.ts";
+import { bearerOf } from "../auth.ts";
+import { readJson, str, type Json } from "../request.ts";
+
+/** Wakes long-polling agents when their host's desired instances change. */
+export class HostSignals extends EventEmitter {
+  notify(hostId: string): void {
+    this.emit(hostId);
+  }
+  wait(hostId: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off(hostId, done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.on(hostId, done);
+    });
+  }
+}
+
+type AgentEnv = { Variables: { host: Host } };
+
+const STATUSES: InstanceStatus[] = [
+  "booting",
+  "running",
+  "restarting",
+  "stopped",
+  "removing",
+  "removed",
+  "failed",
+];
+
+function num(o: Json, field: string, min: number): number {
+  const v = o[field];
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
+    throw ValidationError.field(field, `must be a number >= ${min}`);
+  }
+  return v;
+}
+
+function parseRegistration(body: Json, deps: Deps): HostRegistration {
+  const region = str(body, "region", { max: 40 });
+  const regionConfig = deps.config.regions.find((r) => r.name === region);
+  if (!regionConfig) throw ValidationError.field("region", `unknown region ${region}`);
+  const az = str(body, "az", { max: 60 });
+  if (!regionConfig.azs.includes(az)) {
+    throw ValidationError.field("az", `must be one of ${regionConfig.azs.join(", ")}`);
+  }
+  const pool = str(body, "pool");
+  if (pool !== "shared" && pool !== "dedicated")
+    throw ValidationError.field("pool", "must be shared or dedicated");
+  const isolation = body.isolation;
+  return {
+    name: str(body, "name", { max: 63 }),
+    region,
+    az,
+    pool,
+    address: str(body, "address", { max: 45 }),
+    capacityVcpu: num(body, "capacity_vcpu", 0.01),
+    capacityRamMb: num(body, "capacity_ram_mb", 64),
+    capacityDiskGb: num(body, "capacity_disk_gb", 1),
+    isolation:
+      typeof isolation === "object" && isolation !== null ? (isolation as Record<string, unknown>) : {},
+  };
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export function agentRoutes(deps: Deps, signals: HostSignals, joinToken: string): Hono<AgentEnv> {
+  const app = new Hono<AgentEnv>();
+
+  // Registration: the join token admits a new host; a known host must prove it is itself.
+  app.post("/register", async (c) => {
+    const bearer = bearerOf(c);
+    const reg = parseRegistration(await readJson(c), deps);
+    const existing = await findHostByName(deps.db, reg.name);
+    if (existing) {
+      const caller = bearer ? await findHostByToken(deps.db, bearer) : null;
+      if (!caller || caller.id !== existing.id) {
+        throw new UnauthorizedError(`host ${reg.name} is registered: present its own host token`);
+      }
+      const host = await updateHostRegistration(deps.db, existing.id, reg);
+      return c.json({ host: { id: host.id, name: host.name } });
+    }
+    if (!bearer || !sameSecret(bearer, joinToken)) throw new UnauthorizedError("invalid join token");
+    const token = newTokenSecret().replace(/^tk-us-/, "tk-host-");
+    const host = await insertHost(deps.db, reg, token);
+    deps.log.info("host registered", { host: host.id, name: host.name, az: host.az, pool: host.pool });
+    return c.json({ host: { id: host.id, name: host.name }, token }, 201);
+  });
+
+  app.use("/hosts/*", async (c, next) => {
+    const bearer = bearerOf(c);
+    const host = bearer ? await findHostByToken(deps.db, bearer) : null;
+    if (!host) throw new UnauthorizedError("invalid host token");
+    c.set("host", host);
+    await next();
+  });
+
+  // Long poll: answers at once when the desired set differs from the agent's version.
+  app.get("/hosts/self/desired", async (c) => {
+    const host = c.get("host");
+    const known = c.req.query("version") ?? "";
+    const waitMs = Math.min(Number(c.req.query("wait_ms") ?? 0) || 0, 30_000);
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const instances = await instancesOfHost(deps.db, host.id);
+      const version = desiredVersion(instances);
+      if (version !== known || Date.now() >= deadline) {
+        return c.json({
+          version,
+          instances: instances.map((i) => ({
+            id: i.id,
+            database_id: i.databaseId,
+            kind: i.kind,
+            port: i.port,
+            spec: i.spec,
+            spec_generation: i.specGeneration,
+            desired_state: i.desiredState,
+          })),
+        });
+      }
+      await signals.wait(host.id, Math.max(0, deadline - Date.now()));
+    }
+  });
+
+  app.post("/hosts/self/report", async (c) => {
+    const host = c.get("host");
+    const body = await readJson(c);
+    const list = Array.isArray(body.instances) ? (body.instances as Json[]) : [];
+    const reports: InstanceReport[] = list.map((r) => {
+      const status = String(r.status) as InstanceStatus;
+      if (!STATUSES.includes(status)) throw ValidationError.field("status", `unknown status ${status}`);
+      return {
+        id: String(r.id),
+        observedGeneration: Number(r.observed_generation) || 0,
+        status,
+        statusMessage: typeof r.status_message === "string" ? r.status_message : "",
+        role: typeof r.role === "string" ? r.role : "",
+        usage: numbersOf(r.usage),
+      };
+    });
+    const cameBack = await heartbeat(deps.db, host.id);
+    if (cameBack) deps.log.info("host is ready", { host: host.id, name: host.name });
+    const changed = await applyReport(deps.db, host.id, reports);
+    for (const databaseId of changed) await enqueueReconcile(deps.db, databaseId);
+    if (changed.length) deps.kickReconciler();
+    return c.json({ ok: true });
+  });
+
+  return app;
+}
+
+function numbersOf(v: unknown): Record<string, number> {
+  if (typeof v !== "object" || v === null) return {};
+  return Object.fromEntries(
+    Object.entries(v as Json).filter(
+      (e): e is [string, number] => typeof e[1] === "number" && Number.isFinite(e[1]),
+    ),
+  );
+}

@@ -1,0 +1,211 @@
+// Instances (database nodes and gateways) placed on hosts: spec from the controller,
+// observed state from the host's agent.
+import { createHash } from "node:crypto";
+import { newId } from "../domain/ids.ts";
+import type { Queryable } from "./db.ts";
+import { isPgError, UNIQUE_VIOLATION } from "./db.ts";
+
+export type InstanceKind = "node" | "gateway";
+export type DesiredState = "running" | "stopped" | "deleted";
+export type InstanceStatus =
+  "booting" | "running" | "restarting" | "stopped" | "removing" | "removed" | "failed";
+
+export interface Instance {
+  id: string;
+  databaseId: string;
+  hostId: string;
+  kind: InstanceKind;
+  ordinal: number;
+  port: number;
+  spec: Record<string, unknown>;
+  specGeneration: number;
+  desiredState: DesiredState;
+  observedGeneration: number;
+  status: InstanceStatus;
+  statusMessage: string;
+  role: string;
+  usage: Record<string, number>;
+  observedAt: Date | null;
+}
+
+interface InstanceRow {
+  id: string;
+  database_id: string;
+  host_id: string;
+  kind: InstanceKind;
+  ordinal: number;
+  port: number;
+  spec: Record<string, unknown>;
+  spec_generation: number;
+  desired_state: DesiredState;
+  observed_generation: number;
+  status: InstanceStatus;
+  status_message: string;
+  role: string;
+  usage: Record<string, number>;
+  observed_at: Date | null;
+}
+
+const toInstance = (r: InstanceRow): Instance => ({
+  id: r.id,
+  databaseId: r.database_id,
+  hostId: r.host_id,
+  kind: r.kind,
+  ordinal: r.ordinal,
+  port: r.port,
+  spec: r.spec,
+  specGeneration: r.spec_generation,
+  desiredState: r.desired_state,
+  observedGeneration: r.observed_generation,
+  status: r.status,
+  statusMessage: r.status_message,
+  role: r.role,
+  usage: r.usage,
+  observedAt: r.observed_at,
+});
+
+/** Ports handed to instances on a host. */
+export const PORT_RANGE = { first: 20000, last: 29999 };
+
+export async function instancesOfDatabase(q: Queryable, databaseId: string): Promise<Instance[]> {
+  const { rows } = await q.query<InstanceRow>(
+    "SELECT * FROM instances WHERE database_id = $1 ORDER BY kind DESC, ordinal",
+    [databaseId],
+  );
+  return rows.map(toInstance);
+}
+
+export async function instancesOfHost(q: Queryable, hostId: string): Promise<Instance[]> {
+  const { rows } = await q.query<InstanceRow>("SELECT * FROM instances WHERE host_id = $1 ORDER BY id", [
+    hostId,
+  ]);
+  return rows.map(toInstance);
+}
+
+/** A digest of what a host should run: agents long-poll until it changes. */
+export function desiredVersion(instances: Instance[]): string {
+  const h = createHash("sha256");
+  for (const i of instances) h.update(`${i.id}:${i.specGeneration}:${i.desiredState};`);
+  return h.digest("hex").slice(0, 16);
+}
+
+/**
+ * Creates the instance for a slot, on the lowest free port of its host. Idempotent: an
+ * existing (database, kind, ordinal) instance is returned unchanged.
+ */
+export async function ensureInstance(
+  q: Queryable,
+  slot: { databaseId: string; hostId: string; kind: InstanceKind; ordinal: number },
+  spec: (port: number) => Record<string, unknown>,
+  specGeneration: number,
+): Promise<Instance> {
+  const { rows: existing } = await q.query<InstanceRow>(
+    "SELECT * FROM instances WHERE database_id = $1 AND kind = $2 AND ordinal = $3",
+    [slot.databaseId, slot.kind, slot.ordinal],
+  );
+  if (existing[0]) return toInstance(existing[0]);
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const { rows: free } = await q.query<{ port: number }>(
+      `SELECT p AS port FROM generate_series($2::int, $3::int) p
+       WHERE NOT EXISTS (SELECT 1 FROM instances WHERE host_id = $1 AND port = p) ORDER BY p LIMIT 1`,
+      [slot.hostId, PORT_RANGE.first, PORT_RANGE.last],
+    );
+    const port = free[0]?.port;
+    if (port === undefined) throw new Error(`host ${slot.hostId} has no free port left`);
+    try {
+      const { rows } = await q.query<InstanceRow>(
+        `INSERT INTO instances (id, database_id, host_id, kind, ordinal, port, spec, spec_generation)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+        [
+          newId("inst"),
+          slot.databaseId,
+          slot.hostId,
+          slot.kind,
+          slot.ordinal,
+          port,
+          JSON.stringify(spec(port)),
+          specGeneration,
+        ],
+      );
+      return toInstance(rows[0]!);
+    } catch (err) {
+      // Another controller took the port (or the slot) first: look again.
+      if (!isPgError(err, UNIQUE_VIOLATION)) throw err;
+      const { rows: again } = await q.query<InstanceRow>(
+        "SELECT * FROM instances WHERE database_id = $1 AND kind = $2 AND ordinal = $3",
+        [slot.databaseId, slot.kind, slot.ordinal],
+      );
+      if (again[0]) return toInstance(again[0]);
+    }
+  }
+  throw new Error(`could not allocate a port on host ${slot.hostId}`);
+}
+
+export async function updateInstanceSpec(
+  q: Queryable,
+  id: string,
+  spec: Record<string, unknown>,
+  specGeneration: number,
+): Promise<void> {
+  await q.query(
+    "UPDATE instances SET spec = $2, spec_generation = $3 WHERE id = $1 AND spec_generation < $3",
+    [id, JSON.stringify(spec), specGeneration],
+  );
+}
+
+export async function setDesiredState(q: Queryable, databaseId: string, state: DesiredState): Promise<void> {
+  await q.query("UPDATE instances SET desired_state = $2 WHERE database_id = $1 AND desired_state <> $2", [
+    databaseId,
+    state,
+  ]);
+}
+
+export interface InstanceReport {
+  id: string;
+  observedGeneration: number;
+  status: InstanceStatus;
+  statusMessage: string;
+  role: string;
+  usage: Record<string, number>;
+}
+
+/**
+ * Applies an agent's report. Only instances placed on that host are touched (an agent can
+ * never write another host's state). Removed instances that were meant to go are deleted.
+ * Returns the ids of databases whose instances changed.
+ */
+export async function applyReport(
+  q: Queryable,
+  hostId: string,
+  reports: InstanceReport[],
+): Promise<string[]> {
+  const changed = new Set<string>();
+  for (const r of reports) {
+    // Usage alone changes every report: it is stored without waking the reconciler.
+    const { rows } = await q.query<{ database_id: string; changed: boolean }>(
+      `UPDATE instances i SET observed_generation = $3, status = $4, status_message = $5, role = $6,
+              usage = $7, observed_at = now()
+       FROM (SELECT id, (observed_generation, status, status_message, role) IS DISTINCT FROM ($3, $4, $5, $6)
+               AS changed FROM instances WHERE id = $1 AND host_id = $2 FOR UPDATE) prev
+       WHERE i.id = prev.id
+       RETURNING i.database_id, prev.changed`,
+      [
+        r.id,
+        hostId,
+        r.observedGeneration,
+        r.status,
+        r.statusMessage.slice(0, 2000),
+        r.role,
+        JSON.stringify(r.usage),
+      ],
+    );
+    if (rows[0]?.changed) changed.add(rows[0].database_id);
+  }
+  const { rows: gone } = await q.query<{ database_id: string }>(
+    `DELETE FROM instances WHERE host_id = $1 AND desired_state = 'deleted' AND status = 'removed'
+     RETURNING database_id`,
+    [hostId],
+  );
+  for (const g of gone) changed.add(g.database_id);
+  return [...changed];
+}
