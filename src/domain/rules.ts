@@ -1,7 +1,7 @@
 // The rules of the two architecture models (shared/product/architecture-models.md).
 // Pure functions: each returns a decision or throws a typed domain error naming the rule.
 import type { ArchitectureModel, Catalog, Plan, Provider } from "./catalog.ts";
-import { findPlan, findProvider } from "./catalog.ts";
+import { findPlan, findProvider, plansOf } from "./catalog.ts";
 import { ForbiddenError, ValidationError } from "./errors.ts";
 
 /** A user's role on an app or on a Dedicated database. */
@@ -69,16 +69,16 @@ export function resolvePlan(
   field = "plan_id",
 ): Plan {
   const plan = findPlan(catalog, planRef);
-  const known = catalog.plans
-    .filter((p) => p.providerId === provider.id && !p.disabled && p.regions.includes(region))
-    .map((p) => p.name);
   if (!plan) {
-    throw ValidationError.field(field, `plan ${planRef} does not exist for ${provider.id}`);
+    throw ValidationError.field(
+      field,
+      `plan ${planRef} does not exist for ${provider.id}; ${offeredIn(catalog, provider, region)}`,
+    );
   }
   if (plan.providerId !== provider.id) {
     throw ValidationError.field(
       field,
-      `plan ${plan.name} belongs to ${plan.providerId}, not to ${provider.id}`,
+      `plan ${plan.name} belongs to ${plan.providerId}, not to ${provider.id}; ${offeredIn(catalog, provider, region)}`,
     );
   }
   if (!CLASSES_BY_MODEL[provider.architectureModel].includes(plan.serviceClass)) {
@@ -89,16 +89,31 @@ export function resolvePlan(
     );
   }
   if (plan.disabled) {
-    const alt = plan.disabledAlternativePlanId ? `; use ${plan.disabledAlternativePlanId}` : "";
-    throw ValidationError.field(field, `plan ${plan.name} is disabled${alt}`);
+    const alt = plan.disabledAlternativePlanId
+      ? `use ${plan.disabledAlternativePlanId}`
+      : offeredIn(catalog, provider, region);
+    throw ValidationError.field(field, `plan ${plan.name} is disabled; ${alt}`);
   }
   if (!plan.regions.includes(region)) {
     throw ValidationError.field(
       field,
-      `plan ${plan.name} is not available in region ${region} (available there: ${known.slice(0, 6).join(", ")}…)`,
+      `plan ${plan.name} is not available in region ${region}; ${offeredIn(catalog, provider, region)}`,
     );
   }
   return plan;
+}
+
+/** "what is allowed" for plan errors: the provider's enabled plans in the region. */
+function offeredIn(catalog: Catalog, provider: Provider, region: string): string {
+  const classes = CLASSES_BY_MODEL[provider.architectureModel];
+  const names = plansOf(catalog, provider.id)
+    .filter((p) => !p.disabled && p.regions.includes(region) && classes.includes(p.serviceClass))
+    .map((p) => p.name);
+  if (names.length === 0) return `${provider.id} offers no plan in region ${region}`;
+  const shown = names.slice(0, 8).join(", ");
+  const more =
+    names.length > 8 ? ` and ${names.length - 8} more (GET /v1/addon_providers/${provider.id}/plans)` : "";
+  return `${provider.id} plans in ${region}: ${shown}${more}`;
 }
 
 /** Resolves a provider id or alias; Dedicated Resources are PostgreSQL only. */
@@ -113,15 +128,22 @@ export function resolveProvider(
     const ids = catalog.providers.filter((p) => !model || p.architectureModel === model).map((p) => p.id);
     throw ValidationError.field(field, `unknown provider ${ref} (known: ${ids.join(", ")})`);
   }
+  const dedicatedPg = catalog.providers
+    .filter((p) => p.architectureModel === "dedicated" && p.engine === "postgresql")
+    .map((p) => p.id)
+    .join(" or ");
   if (model && provider.architectureModel !== model) {
     const hint =
       model === "dedicated"
-        ? "Dedicated Resources databases are PostgreSQL only: use postgresql-ng"
+        ? `${provider.id} is a Shared Resources add-on provider; Dedicated Resources databases are PostgreSQL only: use ${dedicatedPg}`
         : `${provider.id} is a Dedicated Resources provider: create it with POST /v1/databases`;
     throw ValidationError.field(field, hint);
   }
   if (model === "dedicated" && provider.engine !== "postgresql") {
-    throw ValidationError.field(field, "Dedicated Resources databases are PostgreSQL only");
+    throw ValidationError.field(
+      field,
+      `${provider.id} runs ${provider.engine}; Dedicated Resources databases are PostgreSQL only: use ${dedicatedPg}`,
+    );
   }
   return provider;
 }
@@ -164,7 +186,9 @@ const NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
 
 /** App and Dedicated database names: 6–48 lowercase letters, digits and hyphens. */
 export function validateResourceName(name: unknown, field = "name"): string {
-  if (typeof name !== "string") throw ValidationError.field(field, "must be a string");
+  if (typeof name !== "string") {
+    throw ValidationError.field(field, "must be a string of 6 to 48 lowercase letters, digits and hyphens");
+  }
   if (name.length < 6 || name.length > 48) {
     throw ValidationError.field(field, `must be 6 to 48 characters long (got ${name.length})`);
   }
@@ -186,14 +210,23 @@ export function validateIpRange(value: unknown, field = "ip_range"): string {
   const octets = m.slice(1, 5).map(Number);
   const prefix = Number(m[5]);
   if (octets.some((o) => o > 255) || prefix > 32) {
-    throw ValidationError.field(field, `${value} is not a valid IPv4 CIDR`);
+    throw ValidationError.field(
+      field,
+      `${value} is not a valid IPv4 CIDR: each number must be 0 to 255 and the range at least a /25`,
+    );
   }
   if (prefix > 25)
     throw ValidationError.field(field, `${value} is too small: the range must be at least a /25`);
   const addr = octets.reduce((acc, o) => acc * 256 + o, 0);
   const hostBits = 32 - prefix;
-  if (addr % 2 ** hostBits !== 0) {
-    throw ValidationError.field(field, `${value} has host bits set: did you mean the network address?`);
+  const rest = addr % 2 ** hostBits;
+  if (rest !== 0) {
+    const network = addr - rest;
+    const dotted = [24, 16, 8, 0].map((shift) => Math.floor(network / 2 ** shift) % 256).join(".");
+    throw ValidationError.field(
+      field,
+      `${value} has host bits set: give the network address, ${dotted}/${prefix}`,
+    );
   }
   return value;
 }
