@@ -5,8 +5,12 @@ import { NotFoundError } from "../domain/errors.ts";
 import { RateLimiter, requireAuth } from "./auth.ts";
 import type { Deps, Env } from "./deps.ts";
 import { handleError } from "./errors.ts";
+import { appRoutes } from "./routes/apps.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
+import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
+import { eventRoutes } from "./routes/events.routes.ts";
 import { tokenRoutes } from "./routes/tokens.routes.ts";
+import { variableRoutes } from "./routes/variables.routes.ts";
 
 export function createApp(deps: Deps): Hono<Env> {
   const limiter = new RateLimiter(deps.config.rateLimitPerMinute, () => deps.now().getTime());
@@ -25,6 +29,10 @@ export function createApp(deps: Deps): Hono<Env> {
     v1.route("/", catalogRoutes(deps));
     v1.get("/regions", requireAuth(deps, limiter), (c) => c.json({ regions: regionsJson(deps) }));
     // Main API route modules (one line each).
+    v1.route("/", collaboratorRoutes(deps, limiter)); // before appRoutes: /apps/collaboration
+    v1.route("/", appRoutes(deps, limiter));
+    v1.route("/", variableRoutes(deps, limiter));
+    v1.route("/", eventRoutes(deps, limiter));
     const api = new Hono<Env>();
     // Database API route modules (one line each).
     scoped.route("/v1", v1);

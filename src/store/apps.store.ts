@@ -54,10 +54,10 @@ export async function insertApp(
 
 /** By id or name, within a region. */
 export async function findApp(q: Queryable, region: string, idOrName: string): Promise<App | null> {
-  const { rows } = await q.query<AppRow>("SELECT * FROM apps WHERE region = $1 AND (id = $2 OR name = $2)", [
-    region,
-    idOrName,
-  ]);
+  const { rows } = await q.query<AppRow>(
+    "SELECT * FROM apps WHERE region = $1 AND (id = $2 OR name = $2) AND deleted_at IS NULL",
+    [region, idOrName],
+  );
   return rows[0] ? toApp(rows[0]) : null;
 }
 
@@ -65,7 +65,7 @@ export async function findApp(q: Queryable, region: string, idOrName: string): P
 export async function listAppsForUser(q: Queryable, region: string, userId: string): Promise<App[]> {
   const { rows } = await q.query<AppRow>(
     `SELECT a.* FROM apps a
-     WHERE a.region = $1 AND (a.owner_id = $2 OR EXISTS (
+     WHERE a.region = $1 AND a.deleted_at IS NULL AND (a.owner_id = $2 OR EXISTS (
        SELECT 1 FROM collaborators c WHERE c.app_id = a.id AND c.user_id = $2 AND c.status = 'accepted'))
      ORDER BY a.created_at, a.id`,
     [region, userId],
@@ -108,7 +108,52 @@ export async function renameApp(q: Queryable, appId: string, newName: string): P
   return toApp(rows[0]!);
 }
 
-export async function deleteApp(q: Queryable, app: App): Promise<void> {
-  await q.query("DELETE FROM apps WHERE id = $1", [app.id]);
+export interface OwnerSummary {
+  id: string;
+  username: string;
+  email: string;
+}
+
+export async function ownersById(q: Queryable, ids: string[]): Promise<Map<string, OwnerSummary>> {
+  const { rows } = await q.query<OwnerSummary>("SELECT id, username, email FROM users WHERE id = ANY($1)", [
+    [...new Set(ids)],
+  ]);
+  return new Map(rows.map((r) => [r.id, r]));
+}
+
+/** Locks a live app for a change that must not race with add-on creation (see migration 0003). */
+export async function lockLiveApp(q: Queryable, appId: string): Promise<App | null> {
+  const { rows } = await q.query<AppRow>(
+    "SELECT * FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    [appId],
+  );
+  return rows[0] ? toApp(rows[0]) : null;
+}
+
+/** Add-ons of an app not yet deleted by their reconciler (including those being deleted). */
+export async function liveAddonsOf(
+  q: Queryable,
+  appId: string,
+): Promise<Array<{ id: string; deleteRequested: boolean }>> {
+  const { rows } = await q.query<{ id: string; delete_requested: boolean }>(
+    `SELECT id, delete_requested_at IS NOT NULL AS delete_requested FROM databases
+     WHERE app_id = $1 AND deleted_at IS NULL ORDER BY created_at, id`,
+    [appId],
+  );
+  return rows.map((r) => ({ id: r.id, deleteRequested: r.delete_requested }));
+}
+
+/**
+ * Deletes an app: the row stays for the history that points to it, its name is freed,
+ * its collaborators and variables go. Call inside a transaction, after lockLiveApp.
+ */
+export async function softDeleteApp(q: Queryable, app: App): Promise<void> {
+  await q.query(
+    `UPDATE apps SET deleted_at = now(), deleted_name = name, name = NULL, updated_at = now()
+     WHERE id = $1`,
+    [app.id],
+  );
+  await q.query("DELETE FROM collaborators WHERE app_id = $1", [app.id]);
+  await q.query("DELETE FROM variables WHERE app_id = $1", [app.id]);
   await releaseName(q, app.name);
 }
