@@ -5,6 +5,7 @@ import type { Logger } from "../log.ts";
 import type { Db } from "../store/db.ts";
 import type { User } from "../store/users.store.ts";
 import type { JwtClaims } from "./jwt.ts";
+import type { HostSignals } from "../reconciler/host-signals.ts";
 
 export interface Deps {
   db: Db;
@@ -15,6 +16,8 @@ export interface Deps {
   now: () => Date;
   /** Wakes the reconcile loop after a mutation was queued (it also polls on its own). */
   kickReconciler: () => void;
+  /** Wakes agents long-polling for their host's desired instances. */
+  hostSignals: HostSignals;
 }
 
 export interface Env {

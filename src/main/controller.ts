@@ -4,6 +4,7 @@ import path from "node:path";
 import { serve, type ServerType } from "@hono/node-server";
 import type { Config } from "../config.ts";
 import { createApp } from "../api/app.ts";
+import { HostSignals } from "../reconciler/host-signals.ts";
 import type { Deps } from "../api/deps.ts";
 import { parseCatalog, type Catalog } from "../domain/catalog.ts";
 import type { Logger } from "../log.ts";
@@ -84,6 +85,7 @@ export async function startController(
       jwtSecret,
       now: () => new Date(),
       kickReconciler: () => loop.kick(),
+      hostSignals: new HostSignals(),
     };
     const loop = startReconcileLoop({
       db,

@@ -1,5 +1,6 @@
 // In-process API harness: the real Hono app on a fresh real store, without a listener.
 import { createApp } from "../../src/api/app.ts";
+import { HostSignals } from "../../src/reconciler/host-signals.ts";
 import type { Deps } from "../../src/api/deps.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { ensureJwtSecret } from "../../src/main/bootstrap.ts";
@@ -44,6 +45,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     jwtSecret,
     now: () => new Date(),
     kickReconciler: () => undefined,
+    hostSignals: new HostSignals(),
   };
   const loop = startReconcileLoop({
     db: tdb.db,

@@ -1,7 +1,6 @@
 // The controller side of the agent protocol (served on the TLS agent listener).
 // An agent registers once with the join token and receives its own host token; after that
 // it long-polls its desired instances and reports what it observes (the heartbeat).
-import { EventEmitter } from "node:events";
 import { timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
 import { UnauthorizedError, ValidationError } from "../../domain/errors.ts";
@@ -26,24 +25,6 @@ import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
 import type { Deps } from "../deps.ts";
 import { bearerOf } from "../auth.ts";
 import { readJson, str, type Json } from "../request.ts";
-
-/** Wakes long-polling agents when their host's desired instances change. */
-export class HostSignals extends EventEmitter {
-  notify(hostId: string): void {
-    this.emit(hostId);
-  }
-  wait(hostId: string, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.off(hostId, done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.on(hostId, done);
-    });
-  }
-}
 
 type AgentEnv = { Variables: { host: Host } };
 
@@ -97,7 +78,7 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-export function agentRoutes(deps: Deps, signals: HostSignals, joinToken: string): Hono<AgentEnv> {
+export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
   const app = new Hono<AgentEnv>();
 
   // Registration: the join token admits a new host; a known host must prove it is itself.
@@ -151,7 +132,7 @@ export function agentRoutes(deps: Deps, signals: HostSignals, joinToken: string)
           })),
         });
       }
-      await signals.wait(host.id, Math.max(0, deadline - Date.now()));
+      await deps.hostSignals.wait(host.id, Math.max(0, deadline - Date.now()));
     }
   });
 

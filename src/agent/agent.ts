@@ -1,0 +1,237 @@
+// The host agent: registers its host, long-polls the instances the controller wants here,
+// converges each one through the engine driver, and reports what it observes.
+// Convergence is idempotent, so an agent killed at any point simply converges again.
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "../log.ts";
+import { ControllerClient, ControllerError } from "./controller-client.ts";
+import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+
+export interface AgentOptions {
+  name: string;
+  region: string;
+  az: string;
+  pool: "shared" | "dedicated";
+  address: string;
+  capacity: { vcpu: number; ramMb: number; diskGb: number };
+  isolation: Record<string, unknown>;
+  /** Keeps the host token between runs. */
+  stateDir: string;
+  controller: ControllerClient;
+  joinToken: string;
+  driver: InstanceDriver;
+  log: Logger;
+  heartbeatMs?: number;
+}
+
+interface DesiredResponse {
+  version: string;
+  instances: Array<{
+    id: string;
+    database_id: string;
+    kind: "node" | "gateway";
+    port: number;
+    spec: Record<string, unknown>;
+    spec_generation: number;
+    desired_state: DesiredInstance["desiredState"];
+  }>;
+}
+
+export class Agent {
+  private stopped = false;
+  private desired = new Map<string, DesiredInstance>();
+  private observed = new Map<string, Observation>();
+  private version = "";
+  private converging: Promise<void> | null = null;
+  private again = false;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private pollAbort: Promise<void> | null = null;
+
+  constructor(private readonly opts: AgentOptions) {}
+
+  get log(): Logger {
+    return this.opts.log;
+  }
+
+  async start(): Promise<void> {
+    await this.register();
+    this.pollAbort = this.pollLoop();
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? 2000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.heartbeatTimer);
+    await this.converging;
+  }
+
+  private async register(): Promise<void> {
+    const tokenFile = path.join(this.opts.stateDir, "host-token");
+    const saved = await fs.readFile(tokenFile, "utf8").then(
+      (t) => t.trim(),
+      () => null,
+    );
+    const o = this.opts;
+    const body = {
+      name: o.name,
+      region: o.region,
+      az: o.az,
+      pool: o.pool,
+      address: o.address,
+      capacity_vcpu: o.capacity.vcpu,
+      capacity_ram_mb: o.capacity.ramMb,
+      capacity_disk_gb: o.capacity.diskGb,
+      isolation: o.isolation,
+    };
+    o.controller.setToken(saved ?? o.joinToken);
+    const res = await o.controller.request<{ host: { id: string }; token?: string }>(
+      "POST",
+      "/register",
+      body,
+    );
+    if (res.token) {
+      await fs.mkdir(o.stateDir, { recursive: true });
+      await fs.writeFile(tokenFile, res.token + "\n", { mode: 0o600 });
+      o.controller.setToken(res.token);
+    } else if (saved) {
+      o.controller.setToken(saved);
+    }
+    this.log.info("agent registered", { host: res.host.id, name: o.name, az: o.az, pool: o.pool });
+  }
+
+  private async pollLoop(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const res = await this.opts.controller.request<DesiredResponse>(
+          "GET",
+          `/hosts/self/desired?version=${this.version}&wait_ms=25000`,
+        );
+        if (res.version !== this.version) {
+          this.version = res.version;
+          this.desired = new Map(
+            res.instances.map((i) => [
+              i.id,
+              {
+                id: i.id,
+                databaseId: i.database_id,
+                kind: i.kind,
+                port: i.port,
+                spec: i.spec,
+                specGeneration: i.spec_generation,
+                desiredState: i.desired_state,
+              },
+            ]),
+          );
+          this.kickConverge();
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        this.log.warn("cannot reach the controller, retrying", { err: (err as Error).message });
+        await new Promise((r) => setTimeout(r, err instanceof ControllerError ? 2000 : 1000));
+      }
+    }
+  }
+
+  /** Converges in the background; a kick during a pass schedules one more pass. */
+  kickConverge(): void {
+    if (this.converging) {
+      this.again = true;
+      return;
+    }
+    this.converging = (async () => {
+      do {
+        this.again = false;
+        await this.convergeAll();
+        await this.report();
+      } while (this.again && !this.stopped);
+    })()
+      .catch((err: Error) => this.log.error("converge failed", { err: err.message }))
+      .finally(() => {
+        this.converging = null;
+      });
+  }
+
+  private async convergeAll(): Promise<void> {
+    const { driver } = this.opts;
+    const desired = [...this.desired.values()];
+    // Anything on disk that the controller no longer knows is an orphan: remove it.
+    const local = await driver.listLocal();
+    for (const id of local) {
+      if (!this.desired.has(id)) {
+        this.log.info("removing orphan instance", { inst: id });
+        await driver.remove(id);
+        this.observed.delete(id);
+      }
+    }
+    // Gateways after nodes, so that a gateway never points at a node not yet created.
+    desired.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "node" ? -1 : 1));
+    await Promise.all(
+      desired.map(async (inst) => {
+        try {
+          if (inst.desiredState === "deleted") {
+            await driver.remove(inst.id);
+            this.observed.set(inst.id, removed(inst));
+          } else {
+            this.observed.set(inst.id, await driver.converge(inst));
+          }
+        } catch (err) {
+          const message = (err as Error).message;
+          this.log.warn("instance failed to converge", { inst: inst.id, err: message });
+          this.observed.set(inst.id, {
+            status: "failed",
+            message,
+            role: "",
+            observedGeneration: 0,
+            usage: {},
+          });
+        }
+      }),
+    );
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.stopped) return;
+    // Observation refreshes status and usage; a node found down is converged again.
+    let needsConverge = false;
+    if (!this.converging) {
+      for (const inst of this.desired.values()) {
+        if (inst.desiredState === "deleted") continue;
+        const obs = await this.opts.driver.observe(inst).catch((err: Error) => failed(err));
+        if (obs.status !== "running" && inst.desiredState === "running") needsConverge = true;
+        this.observed.set(inst.id, obs);
+      }
+    }
+    await this.report().catch((err: Error) => this.log.warn("report failed", { err: err.message }));
+    if (needsConverge) this.kickConverge();
+  }
+
+  private async report(): Promise<void> {
+    const instances = [...this.observed.entries()]
+      .filter(([id]) => this.desired.has(id))
+      .map(([id, o]) => ({
+        id,
+        status: o.status,
+        status_message: o.message,
+        role: o.role,
+        observed_generation: o.observedGeneration,
+        usage: o.usage,
+      }));
+    await this.opts.controller.request("POST", "/hosts/self/report", { instances });
+  }
+}
+
+const removed = (inst: DesiredInstance): Observation => ({
+  status: "removed",
+  message: "",
+  role: "",
+  observedGeneration: inst.specGeneration,
+  usage: {},
+});
+
+const failed = (err: Error): Observation => ({
+  status: "failed",
+  message: err.message,
+  role: "",
+  observedGeneration: 0,
+  usage: {},
+});

@@ -1,0 +1,32 @@
+// What the agent needs from an engine driver: converge one instance, observe it, remove it.
+import type { InstanceStatus } from "../store/instances.store.ts";
+
+export interface DesiredInstance {
+  id: string;
+  databaseId: string;
+  kind: "node" | "gateway";
+  port: number;
+  spec: Record<string, unknown>;
+  specGeneration: number;
+  desiredState: "running" | "stopped" | "deleted";
+}
+
+export interface Observation {
+  status: InstanceStatus;
+  message: string;
+  role: string;
+  /** The spec generation the instance runs with (0 while not yet applied). */
+  observedGeneration: number;
+  usage: Record<string, number>;
+}
+
+export interface InstanceDriver {
+  /** Brings the instance to its desired spec and state; idempotent; may take seconds. */
+  converge(inst: DesiredInstance): Promise<Observation>;
+  /** Cheap look at the instance as it is now. */
+  observe(inst: DesiredInstance): Promise<Observation>;
+  /** Stops and removes everything of an instance id (also for orphans found on disk). */
+  remove(instanceId: string): Promise<void>;
+  /** Instance ids that have something on this host (directories, processes). */
+  listLocal(): Promise<string[]>;
+}
