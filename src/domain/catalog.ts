@@ -59,7 +59,10 @@ type Obj = Record<string, unknown>;
 function field<T>(o: Obj, key: string, check: (v: unknown) => v is T, where: string, fallback?: T): T {
   const v = o[key];
   if (v === undefined && fallback !== undefined) return fallback;
-  if (!check(v)) throw new CatalogError(`${where}: field "${key}" is missing or has the wrong type`);
+  if (!check(v)) {
+    const got = v === undefined ? "missing" : JSON.stringify(v);
+    throw new CatalogError(`${where}: field "${key}" must be ${EXPECTED.get(check) ?? "set"} (got ${got})`);
+  }
   return v;
 }
 const isStr = (v: unknown): v is string => typeof v === "string";
@@ -67,6 +70,21 @@ const isNum = (v: unknown): v is number => typeof v === "number" && Number.isFin
 const isBool = (v: unknown): v is boolean => typeof v === "boolean";
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every(isStr);
+const isPositive = (v: unknown): v is number => isNum(v) && v > 0;
+const isCount = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 1;
+// Shown to clients as `pricings.default.price`: a plain decimal, never "1e-4" or "0.00o1".
+const isDecimal = (v: unknown): v is string => isStr(v) && /^\d+(\.\d+)?$/.test(v);
+const EXPECTED = new Map<(v: unknown) => boolean, string>([
+  [isStr, "a string"],
+  [isNum, "a number"],
+  [isBool, "true or false"],
+  [isObj, "an object"],
+  [isStrArray, "an array of strings"],
+  [isPositive, "a number above 0"],
+  [isCount, "an integer of 1 or more"],
+  [isDecimal, 'a decimal string such as "0.0001666667"'],
+  [Array.isArray, "an array"],
+]);
 
 function parseProvider(o: Obj, i: number): Provider {
   const where = `providers[${i}]`;
@@ -110,14 +128,14 @@ function parsePlan(o: Obj, i: number): Plan {
     displayName: field(o, "display_name", isStr, where),
     description: field(o, "description", isStr, where, ""),
     serviceClass: cls,
-    ramMb: field(o, "ram_mb", isNum, where),
-    storageGb: field(o, "storage_gb", isNum, where),
-    maxConnections: field(o, "max_connections", isNum, where),
-    vcpu: field(o, "vcpu", isNum, where),
-    nodes: field(o, "nodes", isNum, where),
-    gateways: field(o, "gateways", isNum, where),
+    ramMb: field(o, "ram_mb", isPositive, where),
+    storageGb: field(o, "storage_gb", isPositive, where),
+    maxConnections: field(o, "max_connections", isCount, where),
+    vcpu: field(o, "vcpu", isPositive, where),
+    nodes: field(o, "nodes", isCount, where),
+    gateways: field(o, "gateways", isCount, where),
     pricePerMonth: field(o, "price_per_month", isNum, where),
-    pricePerMinute: field(o, "price_per_minute", isStr, where),
+    pricePerMinute: field(o, "price_per_minute", isDecimal, where),
     hdsAvailable: field(o, "hds_available", isBool, where, false),
     sku: field(o, "sku", isStr, where, ""),
     position: field(o, "position", isNum, where, i),
@@ -140,14 +158,34 @@ export function parseCatalog(raw: unknown): Catalog {
     if (!isObj(p)) throw new CatalogError(`plans[${i}]: expected an object`);
     return parsePlan(p, i);
   });
-  const seen = new Set<string>();
-  for (const p of plans) {
-    if (seen.has(p.id)) throw new CatalogError(`plans: duplicate id ${p.id}`);
-    seen.add(p.id);
-    if (!providers.some((pr) => pr.id === p.providerId)) {
-      throw new CatalogError(`plan ${p.id}: unknown provider ${p.providerId}`);
+  const providerRefs = new Set<string>();
+  providers.forEach((p, i) => {
+    for (const ref of [p.id, ...p.aliases]) {
+      if (providerRefs.has(ref)) throw new CatalogError(`providers[${i}]: id or alias ${ref} is used twice`);
+      providerRefs.add(ref);
     }
-  }
+  });
+  const planRefs = new Set<string>();
+  plans.forEach((p, i) => {
+    // Plans are looked up by id or name: both must be unambiguous.
+    for (const ref of new Set([p.id, p.name])) {
+      if (planRefs.has(ref)) throw new CatalogError(`plans[${i}]: id or name ${ref} is used twice`);
+      planRefs.add(ref);
+    }
+    if (!providers.some((pr) => pr.id === p.providerId)) {
+      throw new CatalogError(
+        `plans[${i}] (${p.id}): field "provider" names unknown provider ${p.providerId}`,
+      );
+    }
+  });
+  plans.forEach((p, i) => {
+    const alt = p.disabledAlternativePlanId;
+    if (alt !== null && !plans.some((q) => q.id === alt && q.providerId === p.providerId)) {
+      throw new CatalogError(
+        `plans[${i}] (${p.id}): field "disabled_alternative_plan_id" names no plan of ${p.providerId}: ${alt}`,
+      );
+    }
+  });
   return { currency: field(raw, "currency", isStr, "catalog", "EUR"), providers, plans };
 }
 
