@@ -27,6 +27,14 @@ export interface Config {
   /** Secret for signing bearer JWTs; when unset one is generated and kept in the store. */
   jwtSecret: string | undefined;
   reconcileIntervalMs: number;
+  /** TLS listener for host agents. */
+  agentPort: number;
+  /** Run the local fleet of emulated hosts with `cellar up` (all-in-one). */
+  localFleet: boolean;
+  /** Shared hosts may promise this many times their RAM and disk (idle databases use little). */
+  sharedOvercommit: number;
+  /** A host silent for this long is marked unreachable. */
+  hostSilenceMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -50,6 +58,8 @@ function parseRegions(raw: string | undefined): RegionConfig[] {
     .map((s) => s.trim())
     .filter(Boolean);
   if (names.length === 0) throw new ConfigError("CELLAR_REGIONS is empty: name at least one region");
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+  if (duplicate) throw new ConfigError(`CELLAR_REGIONS names ${duplicate} twice: name each region once`);
   return names.map((name) => {
     if (!REGION_NAME.test(name)) {
       throw new ConfigError(
@@ -58,6 +68,45 @@ function parseRegions(raw: string | undefined): RegionConfig[] {
     }
     return { name, displayName: name, azs: [`${name}-a`, `${name}-b`, `${name}-c`] };
   });
+}
+
+function publicUrlVar(raw: string | undefined, fallback: string): string {
+  if (!raw) return fallback;
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  // Region discovery appends paths to it: a query, fragment or other scheme would break them.
+  if (!url || !/^https?:$/.test(url.protocol) || url.search || url.hash) {
+    throw new ConfigError(
+      `CELLAR_PUBLIC_URL=${raw} is invalid: expected an http(s) URL without query, such as https://cellar.example.com`,
+    );
+  }
+  return raw.replace(/\/+$/, "");
+}
+
+function databaseUrlVar(raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  if (!/^postgres(ql)?:\/\//.test(raw)) {
+    // Why: the URL may hold a password, so the message never repeats it.
+    throw new ConfigError(
+      "CELLAR_DATABASE_URL is invalid: expected postgresql://user:password@host:port/database",
+    );
+  }
+  return raw;
+}
+
+function jwtSecretVar(raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  // A short HS256 key can be brute-forced offline from any bearer token.
+  if (raw.length < 32) {
+    throw new ConfigError(
+      `CELLAR_JWT_SECRET is too short (${raw.length} characters): use at least 32, or unset it to have one generated`,
+    );
+  }
+  return raw;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -74,17 +123,38 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return {
     dataDir: path.resolve(env.CELLAR_DATA_DIR || path.join(REPO_ROOT, ".cellar")),
-    databaseUrl: env.CELLAR_DATABASE_URL || undefined,
+    databaseUrl: databaseUrlVar(env.CELLAR_DATABASE_URL),
     listenHost,
     port,
-    publicUrl: (env.CELLAR_PUBLIC_URL || `http://${listenHost}:${port}`).replace(/\/$/, ""),
+    publicUrl: publicUrlVar(env.CELLAR_PUBLIC_URL, `http://${listenHost}:${port}`),
     adminToken: env.CELLAR_ADMIN_TOKEN || undefined,
     rateLimitPerMinute: intVar(env, "CELLAR_RATE_LIMIT_PER_MINUTE", 60, 1, 1_000_000),
     regions,
     defaultRegion,
     catalogPath: path.resolve(env.CELLAR_CATALOG || path.join(REPO_ROOT, "config", "catalog.json")),
-    jwtSecret: env.CELLAR_JWT_SECRET || undefined,
+    jwtSecret: jwtSecretVar(env.CELLAR_JWT_SECRET),
     reconcileIntervalMs: intVar(env, "CELLAR_RECONCILE_INTERVAL_MS", 2000, 50, 3_600_000),
+    agentPort: intVar(env, "CELLAR_AGENT_PORT", 5443, 1, 65535),
+    localFleet: (env.CELLAR_LOCAL_FLEET ?? "on") !== "off",
+    sharedOvercommit: intVar(env, "CELLAR_SHARED_OVERCOMMIT", 8, 1, 100),
+    hostSilenceMs: intVar(env, "CELLAR_HOST_SILENCE_MS", 10_000, 1000, 3_600_000),
     logLevel: logLevel as Config["logLevel"],
+  };
+}
+
+/** What the `cellar` client reads from its environment (the server's settings are above). */
+export interface ClientEnv {
+  apiUrl: string | undefined;
+  token: string | undefined;
+  configDir: string | undefined;
+  xdgConfigHome: string | undefined;
+}
+
+export function loadClientEnv(env: NodeJS.ProcessEnv = process.env): ClientEnv {
+  return {
+    apiUrl: env.CELLAR_API_URL || undefined,
+    token: env.CELLAR_TOKEN || undefined,
+    configDir: env.CELLAR_CONFIG_DIR || undefined,
+    xdgConfigHome: env.XDG_CONFIG_HOME || undefined,
   };
 }
