@@ -26,8 +26,8 @@ export interface PlacementRequest {
   model: ArchitectureModel;
   region: string;
   plan: Pick<Plan, "nodes" | "gateways" | "ramMb" | "vcpu" | "storageGb">;
-  /** Shared hosts may promise this many times their RAM (idle databases use little). */
-  sharedRamOvercommit: number;
+  /** Shared hosts may promise this many times their RAM and disk (idle databases use little). */
+  sharedOvercommit: number;
 }
 
 export interface Slot {
@@ -39,9 +39,10 @@ export interface Slot {
 export type PlacementResult = { ok: true; slots: Slot[] } | { ok: false; reason: string };
 
 function fits(h: HostView, req: PlacementRequest): boolean {
-  const ramLimit = req.model === "shared" ? h.capacityRamMb * req.sharedRamOvercommit : h.capacityRamMb;
-  if (h.usedRamMb + req.plan.ramMb > ramLimit) return false;
-  if (h.usedDiskGb + req.plan.storageGb > h.capacityDiskGb) return false;
+  // Shared hosts are thin-provisioned: RAM and disk promises may exceed the capacity.
+  const factor = req.model === "shared" ? req.sharedOvercommit : 1;
+  if (h.usedRamMb + req.plan.ramMb > h.capacityRamMb * factor) return false;
+  if (h.usedDiskGb + req.plan.storageGb > h.capacityDiskGb * factor) return false;
   // Dedicated vCPUs are exclusive: never promise more than the host has.
   if (req.model === "dedicated" && h.usedVcpu + req.plan.vcpu > h.capacityVcpu) return false;
   return true;
