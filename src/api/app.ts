@@ -5,10 +5,14 @@ import { NotFoundError } from "../domain/errors.ts";
 import { RateLimiter, requireAuth } from "./auth.ts";
 import type { Deps, Env } from "./deps.ts";
 import { handleError } from "./errors.ts";
+import { addonRoutes } from "./routes/addons.routes.ts";
 import { appRoutes } from "./routes/apps.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
 import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
+import { databaseApiRoutes } from "./routes/database-api.routes.ts";
+import { databaseRoutes } from "./routes/databases.routes.ts";
 import { eventRoutes } from "./routes/events.routes.ts";
+import { operationRoutes } from "./routes/operations.routes.ts";
 import { tokenRoutes } from "./routes/tokens.routes.ts";
 import { variableRoutes } from "./routes/variables.routes.ts";
 
@@ -33,8 +37,12 @@ export function createApp(deps: Deps): Hono<Env> {
     v1.route("/", appRoutes(deps, limiter));
     v1.route("/", variableRoutes(deps, limiter));
     v1.route("/", eventRoutes(deps, limiter));
+    v1.route("/", addonRoutes(deps, limiter));
+    v1.route("/", databaseRoutes(deps, limiter));
+    v1.route("/", operationRoutes(deps, limiter));
     const api = new Hono<Env>();
     // Database API route modules (one line each).
+    api.route("/", databaseApiRoutes(deps, limiter));
     scoped.route("/v1", v1);
     scoped.route("/api", api);
     return scoped;
