@@ -16,6 +16,9 @@ export interface Migration {
 
 export async function loadMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]> {
   const files = (await fs.readdir(dir)).filter((f) => /^\d{4}-[a-z0-9-]+\.sql$/.test(f)).sort();
+  // Two files with one number (parallel branches) would apply one and skip the other for ever.
+  const clash = files.find((f, i) => i > 0 && f.slice(0, 4) === files[i - 1]!.slice(0, 4));
+  if (clash) throw new Error(`two migrations are numbered ${clash.slice(0, 4)} in ${dir}: renumber one`);
   return Promise.all(
     files.map(async (file) => ({
       version: Number(file.slice(0, 4)),
