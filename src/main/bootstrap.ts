@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
-import type { Queryable } from "../store/db.ts";
+import type { Db, Queryable } from "../store/db.ts";
 import { hashToken } from "../store/users.store.ts";
 
 /** The JWT signing secret: from the config, else generated once and kept in the store. */
@@ -36,4 +36,19 @@ export async function ensureAdmin(q: Queryable, config: Config, log: Logger): Pr
     [ADMIN_USER_ID, hashToken(config.adminToken)],
   );
   if (rowCount) log.info("admin API token set from CELLAR_ADMIN_TOKEN", { user: ADMIN_USER_ID });
+}
+
+const BOOTSTRAP_LOCK = 0x63656c62; // "celb"
+
+/**
+ * Every start-up step in one transaction under an advisory lock: two controllers inserting
+ * the admin token at once would otherwise collide on its unique hash and one would fail.
+ */
+export async function bootstrapStore(db: Db, config: Config, log: Logger): Promise<Buffer> {
+  return db.tx(async (client) => {
+    await client.query("SELECT pg_advisory_xact_lock($1)", [BOOTSTRAP_LOCK]);
+    const secret = await ensureJwtSecret(client, config);
+    await ensureAdmin(client, config, log);
+    return secret;
+  });
 }

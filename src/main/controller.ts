@@ -11,7 +11,7 @@ import type { Logger } from "../log.ts";
 import { reconcileDatabase } from "../reconciler/database.reconciler.ts";
 import { startReconcileLoop, type ReconcileLoop } from "../reconciler/loop.ts";
 import { openStore, type Store } from "../store/open.ts";
-import { ensureAdmin, ensureJwtSecret } from "./bootstrap.ts";
+import { bootstrapStore } from "./bootstrap.ts";
 
 export interface Controller {
   url: string;
@@ -30,6 +30,8 @@ export function loadCatalogFile(file: string): Catalog {
   return parseCatalog(raw);
 }
 
+const heldHere = new Set<string>();
+
 /**
  * Guards the data directory against a second controller: the embedded store and host
  * state must have one owner. A lock left by a dead process is taken over.
@@ -37,10 +39,19 @@ export function loadCatalogFile(file: string): Catalog {
 export function lockDataDir(dataDir: string): () => void {
   fs.mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, "controller.pid");
+  // A file with our own pid is stale (a recycled pid, e.g. 1 in a container) unless this
+  // process holds the lock itself: a second controller in one process is refused too.
+  if (heldHere.has(file)) {
+    throw new Error(`another Cellar controller (in this process) is using ${dataDir}; stop it first`);
+  }
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       fs.writeFileSync(file, String(process.pid), { flag: "wx" });
-      return () => fs.rmSync(file, { force: true });
+      heldHere.add(file);
+      return () => {
+        heldHere.delete(file);
+        fs.rmSync(file, { force: true });
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const pid = Number(fs.readFileSync(file, "utf8"));
@@ -75,8 +86,7 @@ export async function startController(
   try {
     store = await openStore(config, log);
     const { db } = store;
-    const jwtSecret = await ensureJwtSecret(db, config);
-    await ensureAdmin(db, config, log);
+    const jwtSecret = await bootstrapStore(db, config, log);
     const deps: Deps = {
       db,
       config,
