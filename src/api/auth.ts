@@ -49,7 +49,11 @@ export class RateLimiter {
   }
 }
 
-export function requireAuth(deps: Deps, limiter: RateLimiter): MiddlewareHandler<Env> {
+export function requireAuth(
+  deps: Deps,
+  limiter: RateLimiter,
+  opts: { addonTokens?: boolean } = {},
+): MiddlewareHandler<Env> {
   return async (c, next) => {
     const bearer = bearerOf(c);
     if (!bearer) throw new UnauthorizedError();
@@ -59,6 +63,10 @@ export function requireAuth(deps: Deps, limiter: RateLimiter): MiddlewareHandler
       throw new UnauthorizedError(
         "invalid or expired bearer token: exchange your API token at POST /v1/tokens/exchange",
       );
+    }
+    // An add-on token is scoped to one database: it must not open the rest of the account.
+    if (claims.db !== undefined && !opts.addonTokens) {
+      throw new UnauthorizedError("an add-on token is valid only on the database API (/api/databases/:id)");
     }
     const limit = limiter.take(claims.tok);
     c.header("X-RateLimit-Limit", String(limiter.limitPerMinute));

@@ -109,7 +109,7 @@ export function databaseApiJson(
 
 export function databaseApiRoutes(deps: Deps, limiter: RateLimiter): Hono<DbEnv> {
   const app = new Hono<DbEnv>();
-  const auth = requireAuth(deps, limiter);
+  const auth = requireAuth(deps, limiter, { addonTokens: true });
   const access = requireDatabaseAccess(deps);
 
   app.get("/databases/:id", auth, access, async (c) => {
