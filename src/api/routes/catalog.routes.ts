@@ -55,12 +55,13 @@ export function catalogRoutes(deps: Deps): Hono<Env> {
 
   app.get("/addon_providers", (c) => {
     const category = c.req.query("category_id");
+    const region = c.get("region");
     const providers = catalog.providers.filter((p) => !category || p.category.id === category);
     return c.json({
       addon_providers: providers.map((p) =>
         providerJson(
           p,
-          plansOf(catalog, p.id).filter((pl) => !pl.disabled),
+          plansOf(catalog, p.id).filter((pl) => !pl.disabled && pl.regions.includes(region)),
           catalog.currency,
         ),
       ),
