@@ -1,0 +1,67 @@
+// Giving a copied data directory its own identity. Copies of one initdb share the
+// system identifier, which pgBackRest (stanzas) and Patroni (cluster membership) use to
+// tell clusters apart, and the SCRAM mock-authentication nonce. PostgreSQL 15's
+// pg_resetwal cannot set the identifier, so we rewrite it in global/pg_control, then let
+// pg_resetwal write fresh WAL stamped with it (WAL page headers carry the identifier too;
+// pg_upgrade runs pg_resetwal on fresh clusters the same way).
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { runPgBinary } from "./command.ts";
+import { CommandFailedError } from "./errors.ts";
+
+const CRC32C_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32C (Castagnoli), the checksum pg_control uses. */
+export function crc32c(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) c = (CRC32C_TABLE[(c ^ b) & 0xff] ?? 0) ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+const NONCE_LENGTH = 32;
+
+/**
+ * Where the CRC sits: ControlFileData ends with the 32-byte nonce then the CRC of all
+ * bytes before it. Found by search rather than hard-coded, so a layout change between
+ * major versions fails loudly instead of corrupting the file.
+ */
+function findCrcOffset(control: Buffer): number {
+  for (let offset = 64; offset + 4 <= Math.min(control.length, 1024); offset += 4) {
+    if (crc32c(control.subarray(0, offset)) === control.readUInt32LE(offset)) return offset;
+  }
+  throw new CommandFailedError("pg_control rewrite", "no valid CRC found: unknown pg_control layout");
+}
+
+/** A system identifier shaped like initdb's: creation time in the high 32 bits, random low bits. */
+export function newSystemIdentifier(now = Date.now()): bigint {
+  return (BigInt(Math.floor(now / 1000)) << 32n) | BigInt(randomBytes(4).readUInt32LE(0));
+}
+
+export function readSystemIdentifier(control: Buffer): bigint {
+  return control.readBigUInt64LE(0);
+}
+
+/** Rewrites identifier and nonce of a cleanly shut-down data dir, then resets its WAL. */
+export async function giveNewIdentity(dataDir: string): Promise<bigint> {
+  const file = path.join(dataDir, "global", "pg_control");
+  const control = await fs.readFile(file);
+  const crcOffset = findCrcOffset(control);
+  const id = newSystemIdentifier();
+  control.writeBigUInt64LE(id, 0);
+  randomBytes(NONCE_LENGTH).copy(control, crcOffset - NONCE_LENGTH);
+  control.writeUInt32LE(crc32c(control.subarray(0, crcOffset)), crcOffset);
+  // In place (same inode, owner and mode): the file is only ever read by pg_resetwal next.
+  await fs.writeFile(file, control);
+  // No -f: pg_resetwal refuses a data dir that was not shut down cleanly, which is our guard.
+  await runPgBinary("pg_resetwal", ["-D", dataDir]);
+  return id;
+}

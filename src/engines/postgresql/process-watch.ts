@@ -1,0 +1,71 @@
+// Liveness checks that do not lie: `kill -0` succeeds on a zombie, and orphaned daemons
+// stay zombies for a while on these hosts, so we read /proc or connect instead.
+import fs from "node:fs/promises";
+import net from "node:net";
+import { EngineTimeoutError } from "./errors.ts";
+
+/** True when the process exists and is not a zombie (state Z) or dead (X). */
+export async function isProcessAlive(pid: number): Promise<boolean> {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
+  if (stat === null) return false;
+  // The command name (2nd field) may contain spaces and parentheses: the state follows the last ")".
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state !== "Z" && state !== "X" && state !== "";
+}
+
+/** The process's command line, or null when it is gone. */
+export async function processCommandLine(pid: number): Promise<string[] | null> {
+  const raw = await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => null);
+  return raw === null || raw === "" ? null : raw.replace(/\0$/, "").split("\0");
+}
+
+/** Does something accept TCP connections on host:port? */
+export function acceptsTcp(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+/** Polls `check` until it returns true; throws a timeout naming `what` after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 25,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() >= deadline)
+      throw new EngineTimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Live processes running `bin` with `arg` among their arguments (scan of /proc). */
+export async function findProcesses(bin: string, arg: string): Promise<number[]> {
+  const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
+  const found: number[] = [];
+  for (const pid of pids) {
+    const cmdline = await processCommandLine(pid);
+    if (cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid))) found.push(pid);
+  }
+  return found;
+}
+
+/** Sends a signal; a process that is already gone is not an error. */
+export function signalProcess(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}
