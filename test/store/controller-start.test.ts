@@ -79,15 +79,21 @@ describe("two controllers starting at once on one external store", () => {
       dbs.push(t);
       const host = String(t.config.host);
       const url = `postgresql://postgres@/${t.name}?host=${encodeURIComponent(host)}&port=${String(t.config.port)}`;
-      const config = loadConfig({
-        CELLAR_DATABASE_URL: url,
-        CELLAR_DATA_DIR: await tempDir(),
-        CELLAR_ADMIN_TOKEN: ADMIN_TOKEN,
-        CELLAR_LOCAL_FLEET: "off",
-      });
-      const [a, b] = await Promise.all([start(config), start(config)]);
+      // Two controllers of one deployment: one store, each its own machine (data dir).
+      const configOf = async () =>
+        loadConfig({
+          CELLAR_DATABASE_URL: url,
+          CELLAR_DATA_DIR: await tempDir(),
+          CELLAR_ADMIN_TOKEN: ADMIN_TOKEN,
+          CELLAR_LOCAL_FLEET: "off",
+        });
+      const [ca, cb] = [await configOf(), await configOf()];
+      const [a, b] = await Promise.all([start(ca), start(cb)]);
 
       assert.ok(a.deps.jwtSecret.equals(b.deps.jwtSecret), "one JWT secret");
+      for (const region of ["osc-fr1", "osc-secnum-fr1"]) {
+        assert.equal(a.deps.pki.ca(region).certPem, b.deps.pki.ca(region).certPem, `one ${region} CA`);
+      }
       const versions = (await loadMigrations()).map((m) => m.version);
       const { rows: applied } = await t.db.query<{ version: number }>(
         "SELECT version FROM cellar_migrations ORDER BY version",
