@@ -91,6 +91,15 @@ describe("PostgresInstance (real PostgreSQL 15)", () => {
     assert.deepEqual(started, { started: true });
     assert.deepEqual(await inst.start(), { started: false });
     const [, roleMs] = await timed(() => inst.ensureRoleAndDatabase(app));
+    // The template's spare database became the user's database (no CREATE DATABASE).
+    const dbs = await queryOnce<{ datname: string }>(
+      inst.superuserConfig(),
+      "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname",
+    );
+    assert.deepEqual(
+      dbs.map((d) => d.datname),
+      [app.database, "postgres"],
+    );
 
     const client = new pg.Client(clientConfig());
     const [, connectMs] = await timed(() => client.connect());
@@ -161,7 +170,7 @@ describe("PostgresInstance (real PostgreSQL 15)", () => {
 
   it("logs through the collector into the instance's log directory", async () => {
     const file = await inst.currentLogFile();
-    assert.ok(file?.startsWith(inst.logDir), `log file ${file} is in ${inst.logDir}`);
+    assert.ok(file !== null && file.startsWith(inst.logDir), `log file ${file} is in ${inst.logDir}`);
     assert.match(await fs.readFile(file, "utf8"), /database system is ready to accept connections/);
   });
 

@@ -156,7 +156,7 @@ export class Gateway {
       (b) => b.subarray(logOffset).toString("utf8"),
       () => "",
     );
-    const bind = /cannot bind socket \(Address already in use\) \[([^\]]+)\]/.exec(log);
+    const bind = /cannot bind socket \(Address already in use\) (?:for )?\[([^\]]+)\]/.exec(log);
     if (bind?.[1]) {
       const sep = bind[1].lastIndexOf(":");
       return new PortInUseError("haproxy", bind[1].slice(0, sep), Number(bind[1].slice(sep + 1)));

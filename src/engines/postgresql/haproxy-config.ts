@@ -91,6 +91,9 @@ export function renderHaproxyConfig(input: HaproxyConfigInput): string {
     `  maxconn ${input.maxConnections}`,
     `  stats socket ${input.adminSocket} mode 600 level admin expose-fd listeners`,
     `  hard-stop-after ${t.hardStopAfter}`,
+    // The built-in HTTP client is unused here; without this it loads the system CA store at
+    // every start, which doubled start time (~0.14 s) and costs memory on every gateway.
+    "  httpclient.ssl.verify none",
     "  log stdout format raw local0 notice",
     "",
     "defaults",
@@ -101,7 +104,6 @@ export function renderHaproxyConfig(input: HaproxyConfigInput): string {
     `  timeout client ${t.client}`,
     `  timeout client-fin ${t.clientFin}`,
     `  timeout server ${t.server}`,
-    "  timeout check 5s",
     "",
     `frontend fe_${input.name}`,
     `  bind ${address(input.listen.host, input.listen.port)}`,
@@ -112,6 +114,7 @@ export function renderHaproxyConfig(input: HaproxyConfigInput): string {
   if (checked) {
     lines.push(
       "  option httpchk OPTIONS /primary",
+      "  timeout check 5s",
       "  http-check expect status 200",
       // A demoted primary must not keep clients: cut its sessions so they reconnect to the new one.
       "  default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions",

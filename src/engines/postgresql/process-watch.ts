@@ -53,12 +53,13 @@ export async function waitFor(
 /** Live processes running `bin` with `arg` among their arguments (scan of /proc). */
 export async function findProcesses(bin: string, arg: string): Promise<number[]> {
   const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
-  const found: number[] = [];
-  for (const pid of pids) {
-    const cmdline = await processCommandLine(pid);
-    if (cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid))) found.push(pid);
-  }
-  return found;
+  const matches = await Promise.all(
+    pids.map(async (pid) => {
+      const cmdline = await processCommandLine(pid);
+      return cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid));
+    }),
+  );
+  return pids.filter((_, i) => matches[i]);
 }
 
 /** Sends a signal; a process that is already gone is not an error. */

@@ -29,6 +29,9 @@ export interface RoleAndDatabase {
   database: string;
 }
 
+/** An empty database made in advance (see PgTemplate), renamed into the user's database. */
+export const SPARE_DATABASE = "cellar_spare";
+
 const IDENTIFIER = /^[A-Za-z][A-Za-z0-9_]{0,62}$/;
 
 function checkSpec(spec: RoleAndDatabase): void {
@@ -46,7 +49,32 @@ function checkSpec(spec: RoleAndDatabase): void {
 
 const DUPLICATE_OBJECT = "42710";
 const DUPLICATE_DATABASE = "42P04";
+const UNDEFINED_DATABASE = "3D000";
 const isPgError = (err: unknown, code: string) => (err as { code?: string }).code === code;
+
+async function databaseExists(c: pg.Client, name: string): Promise<boolean> {
+  return ((await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [name])).rowCount ?? 0) > 0;
+}
+
+/** Renames the spare database when there is one (instant), else CREATE DATABASE. */
+async function createDatabase(c: pg.Client, name: string): Promise<void> {
+  const db = pg.escapeIdentifier(name);
+  if (await databaseExists(c, SPARE_DATABASE)) {
+    const renamed = await c.query(`ALTER DATABASE ${SPARE_DATABASE} RENAME TO ${db}`).then(
+      () => true,
+      (err: unknown) => {
+        // A concurrent twin took the spare first; fall through to CREATE or its result.
+        if (isPgError(err, UNDEFINED_DATABASE) || isPgError(err, DUPLICATE_DATABASE)) return false;
+        throw err;
+      },
+    );
+    if (renamed || (await databaseExists(c, name))) return;
+  }
+  // CREATE DATABASE has no IF NOT EXISTS; a concurrent twin gets 42P04, which is fine.
+  await c.query(`CREATE DATABASE ${db}`).catch((err: unknown) => {
+    if (!isPgError(err, DUPLICATE_DATABASE)) throw err;
+  });
+}
 
 async function withClient<T>(config: pg.ClientConfig, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client(config);
@@ -86,13 +114,7 @@ export async function ensureRoleAndDatabase(
         },
       ));
     if (!created) await c.query(`ALTER ROLE ${role} ${attributes}`);
-    const dbExists = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [spec.database]);
-    if (dbExists.rowCount === 0) {
-      // CREATE DATABASE has no IF NOT EXISTS; a concurrent twin gets 42P04, which is fine.
-      await c.query(`CREATE DATABASE ${db} OWNER ${role}`).catch((err: unknown) => {
-        if (!isPgError(err, DUPLICATE_DATABASE)) throw err;
-      });
-    }
+    if (!(await databaseExists(c, spec.database))) await createDatabase(c, spec.database);
     await c.query(`ALTER DATABASE ${db} OWNER TO ${role}`);
     await c.query(`GRANT ALL PRIVILEGES ON DATABASE ${db} TO ${role}`);
   });

@@ -6,7 +6,7 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { ValidationError } from "../../domain/errors.ts";
-import { type OsUser, writeFileAtomic } from "../postgresql/command.ts";
+import { ensureDir, type OsUser, writeFileAtomic } from "../postgresql/command.ts";
 import { opensslWithConfig } from "./openssl.ts";
 
 export interface CertificateAuthority {
@@ -158,7 +158,7 @@ async function issue(
   const certFile = path.join(outDir, `${kind}.crt`);
   const keyFile = path.join(outDir, `${kind}.key`);
   const caFile = path.join(outDir, "ca.crt");
-  await fs.mkdir(outDir, { recursive: true, mode: 0o700 });
+  await ensureDir(outDir, 0o700, opts.owner);
   const caChanged = await writeFileAtomic(caFile, ca.certPem, 0o644, opts.owner);
   if (await isCurrent(ca, names, certFile, keyFile)) return { certFile, keyFile, caFile, changed: caChanged };
 
