@@ -112,7 +112,7 @@ function chooseBackend(
   return "none";
 }
 
-const LOOP_COMMANDS = ["losetup", "mkfs.ext4", "blkid", "resize2fs", "mount", "umount"];
+const LOOP_COMMANDS = ["losetup", "mkfs.ext4", "blkid", "dumpe2fs", "e2fsck", "resize2fs", "mount", "umount"];
 
 function volumeFacts(facts: ProbeFacts, root: boolean): Pick<IsolationProbe, "loopVolumes" | "volumeQuota"> {
   const missing = LOOP_COMMANDS.filter((c) => !facts.commands.has(c));

@@ -31,10 +31,11 @@ export interface VolumeOptions {
 const MIN_BYTES = 16 * 1024 * 1024;
 const GiB = 1024 ** 3;
 
-function run(cmd: string, args: readonly string[]): Promise<string> {
+/** Runs a command; `okCodes` lists the exit statuses that still mean success. */
+function run(cmd: string, args: readonly string[], okCodes: readonly number[] = [0]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) {
+      if (err && !(typeof err.code === "number" && okCodes.includes(err.code))) {
         const why = String(stderr).trim() || err.message;
         reject(new IsolationError(`${cmd} ${args.join(" ")} failed: ${why}`, args.at(-1) ?? cmd));
       } else resolve(String(stdout).trim());
@@ -70,19 +71,48 @@ async function majMinOf(device: string): Promise<string> {
 }
 
 /** Creates or grows the sparse image; a volume never shrinks (data would be cut). */
-async function ensureImage(image: string, sizeBytes: number): Promise<"created" | "grown" | "same"> {
+async function ensureImage(image: string, sizeBytes: number): Promise<void> {
   const stat = await fs.stat(image).catch(() => null);
   if (stat === null) {
     const fh = await fs.open(image, "wx", 0o600);
     await fh.truncate(sizeBytes).finally(() => fh.close());
-    return "created";
-  }
-  if (stat.size > sizeBytes) {
+  } else if (stat.size > sizeBytes) {
     throw new ConflictError(`volume ${image} is ${stat.size} bytes and cannot shrink to ${sizeBytes}`);
+  } else if (stat.size < sizeBytes) {
+    await fs.truncate(image, sizeBytes);
   }
-  if (stat.size === sizeBytes) return "same";
-  await fs.truncate(image, sizeBytes);
-  return "grown";
+}
+
+async function ext4Bytes(device: string): Promise<number> {
+  const header = await run("dumpe2fs", ["-h", device]);
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(header)?.[1] ?? NaN);
+  return field("Block count") * field("Block size");
+}
+
+/**
+ * Grows the filesystem to the image size. Online when the kernel lets us (CAP_SYS_RESOURCE);
+ * otherwise offline, which needs the volume unused: umount refuses a busy filesystem, so a
+ * running instance is never cut off. Returns the mount state afterwards (null: unmounted).
+ */
+async function grow(device: string, target: string, isMounted: boolean): Promise<string | null> {
+  await run("losetup", ["--set-capacity", device]);
+  if (isMounted) {
+    const online = await run("resize2fs", [device]).then(
+      () => null,
+      (err: Error) => err,
+    );
+    if (online === null) return device;
+    await run("umount", [target]).catch((err: Error) => {
+      throw new IsolationError(
+        `cannot grow ${target} while in use (${online.message}; ${err.message}): stop the instance and retry`,
+        target,
+      );
+    });
+  }
+  // e2fsck exits 1 when it fixed something: that is success for us.
+  await run("e2fsck", ["-f", "-p", device], [0, 1]);
+  await run("resize2fs", [device]);
+  return null;
 }
 
 export async function ensureVolume(volumePath: string, sizeGb: number, opts: VolumeOptions): Promise<Volume> {
@@ -106,17 +136,19 @@ export async function ensureVolume(volumePath: string, sizeGb: number, opts: Vol
     };
   }
   const image = imagePathOf(target);
-  const change = await ensureImage(image, sizeBytes);
+  await ensureImage(image, sizeBytes);
   const device = (await loopDevicesOf(image))[0] ?? (await attach(image));
-  if (change === "grown") await run("losetup", ["--set-capacity", device]);
   // A crash between attaching and mkfs leaves an image without filesystem: check, not assume.
   const fsType = await run("blkid", ["-p", "-o", "value", "-s", "TYPE", device]).catch(() => "");
   if (fsType === "") await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-E", "nodiscard", device]);
   else if (fsType !== "ext4") throw new IsolationError(`${image} holds ${fsType}, expected ext4`, image);
-  const mounted = await mountedDevice(target);
+  let mounted = await mountedDevice(target);
+  if (mounted !== null && mounted !== device) {
+    throw new IsolationError(`${target} is already a mount of ${mounted}`, target);
+  }
+  // Compared with the filesystem, not remembered: a crash between truncate and resize is caught here.
+  if ((await ext4Bytes(device)) < sizeBytes) mounted = await grow(device, target, mounted !== null);
   if (mounted === null) await run("mount", ["-t", "ext4", "-o", "noatime", device, target]);
-  else if (mounted !== device) throw new IsolationError(`${target} is already a mount of ${mounted}`, target);
-  if (change === "grown") await run("resize2fs", [device]);
   if (opts.owner) await fs.chown(target, opts.owner.uid, opts.owner.gid);
   return {
     path: target,
@@ -132,7 +164,10 @@ export async function ensureVolume(volumePath: string, sizeGb: number, opts: Vol
 
 async function attach(image: string): Promise<string> {
   // direct-io keeps the image's pages out of the host page cache (no double caching).
-  return run("losetup", ["--find", "--show", "--direct-io=on", image]);
+  // Some backing filesystems (tmpfs) refuse direct I/O: attach buffered there.
+  return run("losetup", ["--find", "--show", "--direct-io=on", image]).catch(
+    async () => (await loopDevicesOf(image))[0] ?? run("losetup", ["--find", "--show", image]),
+  );
 }
 
 /** Unmounts, detaches and deletes a volume and its data. Missing parts are skipped. */

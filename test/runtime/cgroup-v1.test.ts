@@ -1,11 +1,11 @@
 // The cgroup v1 back-end against the real kernel of this machine: limits are enforced, not just
 // written. Runs as root on a host with v1 controllers; skipped with the reason elsewhere.
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { ConflictError, NotFoundError, ValidationError } from "../../src/domain/errors.ts";
 import { waitFor } from "../../src/runtime/cgroup-fs.ts";
 import { CgroupV1Runtime } from "../../src/runtime/cgroup-v1.runtime.ts";
@@ -40,7 +40,8 @@ describe("CgroupV1Runtime on this machine (real kernel)", { skip }, () => {
   after(async () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
     for (const name of await rt.listSandboxes()) await rt.removeSandbox(name);
-    for (const dir of new Set(Object.values(probe.layout.v1))) await fs.rmdir(path.join(dir, PARENT)).catch(() => {});
+    for (const dir of new Set(Object.values(probe.layout.v1)))
+      await fs.rmdir(path.join(dir, PARENT)).catch(() => {});
   });
 
   it("a process allocating 200 MB in a 64 MiB sandbox is OOM-killed, and usage shows it", async () => {
@@ -65,7 +66,11 @@ describe("CgroupV1Runtime on this machine (real kernel)", { skip }, () => {
     const stat = async () => {
       const text = await fs.readFile(path.join(dir, "cpu.stat"), "utf8");
       const get = (k: string) => Number(new RegExp(`${k} (\\d+)`).exec(text)?.[1]);
-      return { periods: get("nr_periods"), throttled: get("nr_throttled"), cpu: (await rt.usage("cpu")).cpuSeconds! };
+      return {
+        periods: get("nr_periods"),
+        throttled: get("nr_throttled"),
+        cpu: (await rt.usage("cpu")).cpuSeconds!,
+      };
     };
     const busy = run("cpu", "sh", ["-c", "while :; do :; done"]);
     // Measure over 10 CFS periods of a spinning shell, counted by the kernel (no wall-clock sleep).
@@ -123,7 +128,6 @@ describe("CgroupV1Runtime on this machine (real kernel)", { skip }, () => {
 
   it("addProcess moves a running process into every hierarchy of the sandbox", async () => {
     await rt.ensureSandbox("adopt", {});
-    const { spawn } = await import("node:child_process");
     const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
     children.push(sleeper);
     await rt.addProcess("adopt", sleeper.pid!);
@@ -132,7 +136,7 @@ describe("CgroupV1Runtime on this machine (real kernel)", { skip }, () => {
       assert.match(cgroups, new RegExp(`:${c}:.*/${PARENT}/adopt\\n`), c);
     }
     await rt.removeSandbox("adopt");
-    assert.ok(await waitFor(async () => sleeper.signalCode === "SIGKILL", 5000));
+    assert.ok(await waitFor(() => Promise.resolve(sleeper.signalCode === "SIGKILL"), 5000));
   });
 
   it("the wrapper refuses to run the command when it cannot join the sandbox", async () => {

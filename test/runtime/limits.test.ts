@@ -79,11 +79,23 @@ describe("allocateCpus (exclusive CPUs on Dedicated hosts)", () => {
     ["first CPUs of an empty host", 4, [], 2, [0, 1]],
     ["skips CPUs already taken", 4, [0, 2], 2, [1, 3]],
     ["the whole host", 2, [], 2, [0, 1]],
-    ["refuses to overcommit", 4, [0, 1, 2], 2, /needs 2 exclusive CPUs, only 1 of 4 free \(CPUs 0-2 already taken\)/],
+    [
+      "refuses to overcommit",
+      4,
+      [0, 1, 2],
+      2,
+      /needs 2 exclusive CPUs, only 1 of 4 free \(CPUs 0-2 already taken\)/,
+    ],
     ["refuses on a full host", 2, [0, 1], 1, /needs 1 exclusive CPU, only 0 of 2 free/],
     ["refuses a fraction of a CPU", 4, [], 0.5, /whole CPUs/],
     ["refuses zero CPUs", 4, [], 0, /whole CPUs/],
-    ["refuses reserved ids the host lacks", 2, [5], 1, /reserved CPUs 5 do not exist on a host with CPUs 0-1/],
+    [
+      "refuses reserved ids the host lacks",
+      2,
+      [5],
+      1,
+      /reserved CPUs 5 do not exist on a host with CPUs 0-1/,
+    ],
     ["refuses a host without CPUs", 0, [], 1, /at least 1 CPU/],
   ];
   for (const [title, total, reserved, wanted, expected] of cases) {

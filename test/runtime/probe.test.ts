@@ -9,7 +9,12 @@ import {
   parseSelfCgroup,
   type Mount,
 } from "../../src/runtime/probe-facts.ts";
-import { describeIsolation, interpretProbe, probeIsolation, type ProbeFacts } from "../../src/runtime/probe.ts";
+import {
+  describeIsolation,
+  interpretProbe,
+  probeIsolation,
+  type ProbeFacts,
+} from "../../src/runtime/probe.ts";
 
 const HYBRID_MOUNTS = `30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 31 30 0:28 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
@@ -52,7 +57,18 @@ function facts(over: Partial<ProbeFacts> & { mounts: string; self: string }): Pr
     writableDirs: new Set(dirs),
     v2Controllers: [],
     v2CgroupKill: true,
-    commands: new Set(["ip", "unshare", "losetup", "mkfs.ext4", "blkid", "resize2fs", "mount", "umount"]),
+    commands: new Set([
+      "ip",
+      "unshare",
+      "losetup",
+      "mkfs.ext4",
+      "blkid",
+      "dumpe2fs",
+      "e2fsck",
+      "resize2fs",
+      "mount",
+      "umount",
+    ]),
     loopControl: true,
     losetupFree: true,
     netnsWorks: true,
@@ -101,7 +117,10 @@ describe("interpretProbe", () => {
     );
     assert.equal(p.cgroupMode, "v2");
     assert.equal(p.backend, "cgroup-v2");
-    assert.match(p.limits.memory.detail, /cgroup v2 memory under \/sys\/fs\/cgroup\/system.slice\/cellar-agent.service/);
+    assert.match(
+      p.limits.memory.detail,
+      /cgroup v2 memory under \/sys\/fs\/cgroup\/system.slice\/cellar-agent.service/,
+    );
   });
 
   it("v2 host whose memory controller is not delegated says which one is missing", () => {
@@ -113,7 +132,13 @@ describe("interpretProbe", () => {
 
   it("not root: no cgroups, no netns, no loop volumes, each with its reason", () => {
     const p = interpretProbe(
-      facts({ mounts: HYBRID_MOUNTS, self: HYBRID_SELF, uid: 1000, writableDirs: new Set(), losetupFree: false }),
+      facts({
+        mounts: HYBRID_MOUNTS,
+        self: HYBRID_SELF,
+        uid: 1000,
+        writableDirs: new Set(),
+        losetupFree: false,
+      }),
     );
     assert.equal(p.backend, "none");
     assert.match(p.limits.memory.detail, /not root and \S+ not writable: cannot create cgroups/);
