@@ -6,6 +6,7 @@ import type { Db } from "../store/db.ts";
 import type { User } from "../store/users.store.ts";
 import type { JwtClaims } from "./jwt.ts";
 import type { HostSignals } from "../reconciler/host-signals.ts";
+import type { Pki } from "../engines/tls/pki.ts";
 
 export interface Deps {
   db: Db;
@@ -18,6 +19,8 @@ export interface Deps {
   kickReconciler: () => void;
   /** Wakes agents long-polling for their host's desired instances. */
   hostSignals: HostSignals;
+  /** Region CAs (database server certificates) and the internal CA (agent listener). */
+  pki: Pki;
 }
 
 export interface Env {

@@ -1,6 +1,8 @@
 // Control-plane start-up steps shared by every composition root: secrets and the operator's
 // first admin. Each step is idempotent and safe when two controllers run it at once.
 import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { Db, Queryable } from "../store/db.ts";
@@ -51,4 +53,22 @@ export async function bootstrapStore(db: Db, config: Config, log: Logger): Promi
     await ensureAdmin(client, config, log);
     return secret;
   });
+}
+
+/**
+ * The token that admits a new host agent. Kept in the store (every controller accepts it)
+ * and in <data dir>/agent-join-token for the local fleet; an operator hands it to new hosts.
+ */
+export async function ensureAgentJoinToken(q: Queryable, dataDir: string): Promise<string> {
+  await q.query(
+    "INSERT INTO settings (key, value) VALUES ('agent_join_token', $1) ON CONFLICT (key) DO NOTHING",
+    [`tk-join-${randomBytes(32).toString("base64url")}`],
+  );
+  const { rows } = await q.query<{ value: string }>(
+    "SELECT value FROM settings WHERE key = 'agent_join_token'",
+  );
+  const token = rows[0]!.value;
+  await fs.mkdir(dataDir, { recursive: true });
+  await fs.writeFile(path.join(dataDir, "agent-join-token"), token + "\n", { mode: 0o600 });
+  return token;
 }

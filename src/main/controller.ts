@@ -11,10 +11,14 @@ import type { Logger } from "../log.ts";
 import { reconcileDatabase } from "../reconciler/database.reconciler.ts";
 import { startReconcileLoop, type ReconcileLoop } from "../reconciler/loop.ts";
 import { openStore, type Store } from "../store/open.ts";
-import { bootstrapStore } from "./bootstrap.ts";
+import { loadPki } from "../engines/tls/pki.ts";
+import { agentUrlOf, listenForAgents, startHostSweep } from "./agent-listener.ts";
+import { bootstrapStore, ensureAgentJoinToken } from "./bootstrap.ts";
 
 export interface Controller {
   url: string;
+  /** Where agents reach the controller (TLS, signed by the internal CA). */
+  agentUrl: string;
   deps: Deps;
   loop: ReconcileLoop;
   stop(): Promise<void>;
@@ -83,10 +87,17 @@ export async function startController(
   const unlock = config.databaseUrl ? () => undefined : lockDataDir(config.dataDir);
   let store: Store | undefined;
   let server: ServerType | undefined;
+  let agentServer: ServerType | undefined;
   try {
     store = await openStore(config, log);
     const { db } = store;
     const jwtSecret = await bootstrapStore(db, config, log);
+    const pki = await loadPki(
+      db,
+      path.join(config.dataDir, "pki"),
+      config.regions.map((r) => r.name),
+    );
+    const joinToken = await ensureAgentJoinToken(db, config.dataDir);
     const deps: Deps = {
       db,
       config,
@@ -96,6 +107,7 @@ export async function startController(
       now: () => new Date(),
       kickReconciler: () => loop.kick(),
       hostSignals: new HostSignals(),
+      pki,
     };
     const loop = startReconcileLoop({
       db,
@@ -113,23 +125,38 @@ export async function startController(
         s.once("error", reject);
       });
       log.info("API listening", { url: config.publicUrl });
+      agentServer = await listenForAgents(deps, joinToken);
     }
+    const sweep = startHostSweep(deps);
     const activeStore = store;
     return {
       url: config.publicUrl,
       deps,
       loop,
+      agentUrl: agentUrlOf(config),
       async stop() {
+        sweep.stop();
         await loop.stop();
-        await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+        await closeServer(agentServer);
+        await closeServer(server);
         await activeStore.close();
         unlock();
       },
     };
   } catch (err) {
     server?.close();
+    agentServer?.close();
     await store?.close().catch(() => undefined);
     unlock();
     throw err;
   }
+}
+
+function closeServer(server: ServerType | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!server) return resolve();
+    // Long-polling agents hold connections open: end them rather than wait 25 s.
+    (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+    server.close(() => resolve());
+  });
 }

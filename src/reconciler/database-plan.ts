@@ -1,10 +1,25 @@
 // Pure planning of one reconcile pass on a database: from what was observed to the one
 // step to apply next, with the sentence that explains it.
+import type { PlacementResult, Slot } from "../domain/placement.ts";
 import type { Phase } from "../store/databases.store.ts";
+import type { DesiredState, InstanceKind, InstanceStatus } from "../store/instances.store.ts";
+
+export interface InstanceObservation {
+  id: string;
+  kind: InstanceKind;
+  hostName: string;
+  hostReady: boolean;
+  status: InstanceStatus;
+  statusMessage: string;
+  specGeneration: number;
+  observedGeneration: number;
+  desiredState: DesiredState;
+}
 
 export interface DatabaseObservation {
   id: string;
   generation: number;
+  observedGeneration: number;
   phase: Phase;
   phaseReason: string;
   deleteRequested: boolean;
@@ -12,16 +27,20 @@ export interface DatabaseObservation {
   /** Operations still pending (work on them has not started). */
   pendingOperations: number;
   /** Instances of this database that still exist on some host. */
-  instances: number;
-  /** Host agents registered in the database's region. */
-  hosts: number;
+  instances: InstanceObservation[];
+  /** Where new instances would go; computed only when the database has none. */
+  placement: PlacementResult | null;
 }
 
 export type DatabaseStep =
   | { kind: "none" }
   | { kind: "start-operations"; generation: number }
   | { kind: "set-phase"; phase: Exclude<Phase, "deleted">; reason: string }
-  | { kind: "finalize-deletion" };
+  | { kind: "finalize-deletion" }
+  | { kind: "place"; slots: Slot[] }
+  | { kind: "delete-instances" }
+  | { kind: "update-specs"; generation: number }
+  | { kind: "verify"; generation: number };
 
 export interface DatabasePlan {
   step: DatabaseStep;
@@ -31,29 +50,60 @@ export interface DatabasePlan {
 
 /** How long a database waiting on something outside the control plane waits between checks. */
 export const WAIT_RECHECK_MS = 60_000;
+/** Waiting on agents: their reports also wake the database, this is the safety net. */
+export const INSTANCE_RECHECK_MS = 5_000;
 
 export const NO_HOST_REASON = "waiting for a host: no host agent has registered";
 
-function waitingReason(o: DatabaseObservation): string {
-  if (o.hosts === 0) return NO_HOST_REASON;
-  return `waiting for a host: ${o.hosts} host agent(s) registered, but instance placement is not available yet`;
-}
-
 /** Brings phase and reason to `phase`/`reason`, or waits if they already are. */
-function settle(o: DatabaseObservation, phase: Exclude<Phase, "deleted">, reason: string): DatabasePlan {
-  const recheck = `; checking again in ${WAIT_RECHECK_MS / 1000} s`;
+function settle(
+  o: DatabaseObservation,
+  phase: Exclude<Phase, "deleted">,
+  reason: string,
+  recheckMs = WAIT_RECHECK_MS,
+): DatabasePlan {
+  const recheck = `; checking again in ${recheckMs / 1000} s`;
   if (o.phase === phase && o.phaseReason === reason) {
     return {
       step: { kind: "none" },
       message: `${o.id} ${phase}, ${reason}${recheck}`,
-      requeueAfterMs: WAIT_RECHECK_MS,
+      requeueAfterMs: recheckMs,
     };
   }
   return {
     step: { kind: "set-phase", phase, reason },
     message: `${o.id} is now ${phase}: ${reason}${recheck}`,
-    requeueAfterMs: WAIT_RECHECK_MS,
+    requeueAfterMs: recheckMs,
   };
+}
+
+function describeWait(i: InstanceObservation): string {
+  const where = i.hostReady ? `on ${i.hostName}` : `on ${i.hostName} (host unreachable)`;
+  const what =
+    i.status === "running" && i.observedGeneration < i.specGeneration
+      ? `applying generation ${i.specGeneration}`
+      : i.statusMessage
+        ? `${i.status}: ${i.statusMessage}`
+        : i.status;
+  return `waiting for ${i.kind} ${i.id} ${where}: ${what}`;
+}
+
+function planDeletion(o: DatabaseObservation): DatabasePlan {
+  if (o.instances.some((i) => i.desiredState !== "deleted")) {
+    return {
+      step: { kind: "delete-instances" },
+      message: `${o.id} asks the hosts to remove its ${o.instances.length} instance(s)`,
+      requeueAfterMs: 0,
+    };
+  }
+  if (o.instances.length === 0) {
+    return {
+      step: { kind: "finalize-deletion" },
+      message: `${o.id} deletion finalized: no instance left, name and variables released`,
+    };
+  }
+  const left = o.instances.map((i) => `${i.id} on ${i.hostName} (${i.status})`).join(", ");
+  return settle(o, "deleting", `waiting for instances to be removed: ${left}`, INSTANCE_RECHECK_MS);
 }
 
 export function planDatabase(o: DatabaseObservation | null, id: string): DatabasePlan {
@@ -66,20 +116,45 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
       requeueAfterMs: 0,
     };
   }
-  if (o.deleteRequested) {
-    if (o.instances === 0) {
+  if (o.deleteRequested) return planDeletion(o);
+
+  if (o.instances.length === 0) {
+    if (o.placement?.ok) {
+      const hosts = [...new Set(o.placement.slots.map((s) => s.hostId))].join(", ");
       return {
-        step: { kind: "finalize-deletion" },
-        message: `${id} deletion finalized: no instance left, name and variables released`,
+        step: { kind: "place", slots: o.placement.slots },
+        message: `${id} placed ${o.placement.slots.length} instance(s) on ${hosts}`,
+        requeueAfterMs: 0,
       };
     }
-    return settle(o, "deleting", `waiting for ${o.instances} instance(s) to be removed`);
+    const reason =
+      o.placement && !o.placement.ok ? `waiting for a host: ${o.placement.reason}` : NO_HOST_REASON;
+    return settle(o, "provisioning", reason);
   }
-  // Nothing runs a database without an instance: it stays provisioning and says why.
-  if (o.instances === 0) return settle(o, "provisioning", waitingReason(o));
+
+  if (o.instances.some((i) => i.specGeneration < o.generation)) {
+    return {
+      step: { kind: "update-specs", generation: o.generation },
+      message: `${id} hands generation ${o.generation} to its instances`,
+      requeueAfterMs: 0,
+    };
+  }
+
+  // Before a first success the database is provisioning; afterwards a change is an update.
+  const waitPhase = o.observedGeneration === 0 ? "provisioning" : "updating";
+  const waiting = o.instances.find((i) => i.status !== "running" || i.observedGeneration < i.specGeneration);
+  if (waiting) return settle(o, waitPhase, describeWait(waiting), INSTANCE_RECHECK_MS);
+
+  if (o.observedGeneration < o.generation || o.phase !== "running") {
+    return {
+      step: { kind: "verify", generation: o.generation },
+      message: `${id} checks a TLS connection through its gateway at generation ${o.generation}`,
+      requeueAfterMs: INSTANCE_RECHECK_MS,
+    };
+  }
   return {
     step: { kind: "none" },
-    message: `${id} has ${o.instances} instance(s); their convergence is not driven by this controller yet`,
+    message: `${id} running at generation ${o.generation}`,
     requeueAfterMs: WAIT_RECHECK_MS,
   };
 }

@@ -1,59 +1,98 @@
 // One reconcile pass for one database: observe -> plan (pure) -> apply one idempotent step.
-// Until host agents place instances, nothing can run a database: it stays provisioning and
-// says why; a deletion with no instance left is finalized.
 import type { Deps } from "../api/deps.ts";
+import { findPlan } from "../domain/catalog.ts";
+import { placeDatabase } from "../domain/placement.ts";
 import type { Queryable } from "../store/db.ts";
 import { finalizeDeletion, writePhase } from "../store/database-status.store.ts";
-import { getDatabase } from "../store/databases.store.ts";
+import { getDatabase, type Database } from "../store/databases.store.ts";
+import { hostViews } from "../store/hosts.store.ts";
+import { instancesOfDatabase, setDesiredState } from "../store/instances.store.ts";
 import { countPendingOperations, startOperations } from "../store/operations.store.ts";
 import { planDatabase, type DatabaseObservation, type DatabaseStep } from "./database-plan.ts";
 import type { PassResult } from "./loop.ts";
+import { createInstances, markRunningIfReachable, updateInstanceSpecs } from "./provision.ts";
 
-async function count(q: Queryable, sql: string, param: string): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(sql, [param]);
-  return rows[0]?.n ?? 0;
-}
-
-export async function observeDatabase(q: Queryable, id: string): Promise<DatabaseObservation | null> {
+export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseObservation | null> {
+  const q: Queryable = deps.db;
   const db = await getDatabase(q, id);
   if (!db) return null;
+  // A removed instance is gone from its host; its row only waits for the agent's report.
+  const instances = (await instancesOfDatabase(q, id)).filter((i) => i.status !== "removed");
+  const { rows: hosts } = await q.query<{ id: string; name: string; status: string }>(
+    "SELECT id, name, status FROM hosts WHERE id = ANY($1)",
+    [instances.map((i) => i.hostId)],
+  );
+  const hostById = new Map(hosts.map((h) => [h.id, h]));
   return {
     id,
     generation: db.generation,
+    observedGeneration: db.observedGeneration,
     phase: db.phase,
     phaseReason: db.phaseReason,
     deleteRequested: db.deleteRequestedAt !== null,
     deleted: db.deletedAt !== null,
     pendingOperations: await countPendingOperations(q, id),
-    instances: await count(
-      q,
-      "SELECT count(*)::int AS n FROM instances WHERE database_id = $1 AND status <> 'removed'",
-      id,
-    ),
-    hosts: await count(q, "SELECT count(*)::int AS n FROM hosts WHERE region = $1", db.region),
+    instances: instances.map((i) => ({
+      id: i.id,
+      kind: i.kind,
+      hostName: hostById.get(i.hostId)?.name ?? i.hostId,
+      hostReady: hostById.get(i.hostId)?.status === "ready",
+      status: i.status,
+      statusMessage: i.statusMessage,
+      specGeneration: i.specGeneration,
+      observedGeneration: i.observedGeneration,
+      desiredState: i.desiredState,
+    })),
+    placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,
   };
 }
 
-async function applyStep(deps: Deps, id: string, step: DatabaseStep): Promise<void> {
+async function placementFor(deps: Deps, db: Database): Promise<DatabaseObservation["placement"]> {
+  const plan = findPlan(deps.catalog, db.planId);
+  if (!plan) return { ok: false, reason: `plan ${db.planId} is no longer in the catalog` };
+  return placeDatabase(
+    { model: db.model, region: db.region, plan, sharedOvercommit: deps.config.sharedOvercommit },
+    await hostViews(deps.db, db.id),
+  );
+}
+
+async function notifyHosts(deps: Deps, databaseId: string): Promise<void> {
+  for (const i of await instancesOfDatabase(deps.db, databaseId)) deps.hostSignals.notify(i.hostId);
+}
+
+async function applyStep(deps: Deps, id: string, step: DatabaseStep): Promise<string | null> {
   switch (step.kind) {
     case "none":
-      return;
+      return null;
     case "start-operations":
       await startOperations(deps.db, id, step.generation);
-      return;
+      return null;
     case "set-phase":
       await writePhase(deps.db, id, step.phase, step.reason);
-      return;
+      return null;
     case "finalize-deletion":
       await deps.db.tx((q) => finalizeDeletion(q, deps.catalog, id));
-      return;
+      return null;
+    case "place":
+      await createInstances(deps, id, step.slots);
+      await notifyHosts(deps, id);
+      return null;
+    case "delete-instances":
+      await setDesiredState(deps.db, id, "deleted");
+      await notifyHosts(deps, id);
+      return null;
+    case "update-specs":
+      await updateInstanceSpecs(deps, id, step.generation);
+      await notifyHosts(deps, id);
+      return null;
+    case "verify":
+      return markRunningIfReachable(deps, id, step.generation);
   }
 }
 
 export async function reconcileDatabase(deps: Deps, databaseId: string): Promise<PassResult> {
-  const plan = planDatabase(await observeDatabase(deps.db, databaseId), databaseId);
-  await applyStep(deps, databaseId, plan.step);
-  return plan.requeueAfterMs === undefined
-    ? { message: plan.message }
-    : { message: plan.message, requeueAfterMs: plan.requeueAfterMs };
+  const plan = planDatabase(await observeDatabase(deps, databaseId), databaseId);
+  const failure = await applyStep(deps, databaseId, plan.step);
+  const message = failure ? `${plan.message}: ${failure}` : plan.message;
+  return plan.requeueAfterMs === undefined ? { message } : { message, requeueAfterMs: plan.requeueAfterMs };
 }

@@ -96,7 +96,7 @@ export function desiredVersion(instances: Instance[]): string {
 export async function ensureInstance(
   q: Queryable,
   slot: { databaseId: string; hostId: string; kind: InstanceKind; ordinal: number },
-  spec: (port: number) => Record<string, unknown>,
+  spec: (port: number) => object,
   specGeneration: number,
 ): Promise<Instance> {
   const { rows: existing } = await q.query<InstanceRow>(
@@ -144,7 +144,7 @@ export async function ensureInstance(
 export async function updateInstanceSpec(
   q: Queryable,
   id: string,
-  spec: Record<string, unknown>,
+  spec: object,
   specGeneration: number,
 ): Promise<void> {
   await q.query(

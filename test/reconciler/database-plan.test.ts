@@ -1,23 +1,44 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
   WAIT_RECHECK_MS,
   planDatabase,
   type DatabaseObservation,
+  type InstanceObservation,
 } from "../../src/reconciler/database-plan.ts";
 
 const base: DatabaseObservation = {
   id: "ad-1",
   generation: 1,
+  observedGeneration: 0,
   phase: "provisioning",
   phaseReason: "",
   deleteRequested: false,
   deleted: false,
   pendingOperations: 0,
-  instances: 0,
-  hosts: 0,
+  instances: [],
+  placement: null,
 };
+
+const inst = (over: Partial<InstanceObservation> = {}): InstanceObservation => ({
+  id: "inst-n",
+  kind: "node",
+  hostName: "local-shared-1",
+  hostReady: true,
+  status: "running",
+  statusMessage: "",
+  specGeneration: 1,
+  observedGeneration: 1,
+  desiredState: "running",
+  ...over,
+});
+
+const slots = [
+  { kind: "node" as const, ordinal: 0, hostId: "host-a" },
+  { kind: "gateway" as const, ordinal: 0, hostId: "host-a" },
+];
 
 describe("planDatabase", () => {
   const cases: Array<{
@@ -28,78 +49,141 @@ describe("planDatabase", () => {
     message: RegExp;
   }> = [
     {
-      name: "a database that no longer exists: nothing",
+      name: "gone: nothing",
       obs: null,
       step: { kind: "none" },
       requeue: undefined,
       message: /no longer exists/,
     },
     {
-      name: "a deleted database: nothing",
+      name: "deleted: nothing",
       obs: { deleted: true, deleteRequested: true, phase: "deleted" },
       step: { kind: "none" },
       requeue: undefined,
       message: /is deleted/,
     },
     {
-      name: "pending operations start first",
-      obs: { generation: 2, pendingOperations: 2 },
+      name: "pending operations start first, even before a deletion",
+      obs: { generation: 2, pendingOperations: 1, deleteRequested: true },
       step: { kind: "start-operations", generation: 2 },
       requeue: 0,
       message: /work starts on generation 2/,
     },
     {
-      name: "pending operations start before a deletion is finalized",
-      obs: { generation: 2, pendingOperations: 1, deleteRequested: true },
-      step: { kind: "start-operations", generation: 2 },
-      requeue: 0,
-      message: /work starts/,
-    },
-    {
-      name: "no host: stays provisioning and says why",
+      name: "no host registered: stays provisioning and says why",
       obs: {},
       step: { kind: "set-phase", phase: "provisioning", reason: NO_HOST_REASON },
       requeue: WAIT_RECHECK_MS,
-      message: /provisioning: waiting for a host: no host agent has registered/,
+      message: /is now provisioning/,
     },
     {
-      name: "no host, reason already written: waits without writing",
-      obs: { phaseReason: NO_HOST_REASON },
-      step: { kind: "none" },
-      requeue: WAIT_RECHECK_MS,
-      message: /no host agent has registered; checking again in 60 s/,
-    },
-    {
-      name: "hosts registered but nothing placed: still provisioning, reason says so",
-      obs: { hosts: 2, phaseReason: NO_HOST_REASON },
+      name: "no capacity: the placement's reason is shown",
+      obs: { placement: { ok: false, reason: "no capacity: needs 3 free dedicated host(s)" } },
       step: {
         kind: "set-phase",
         phase: "provisioning",
-        reason: "waiting for a host: 2 host agent(s) registered, but instance placement is not available yet",
+        reason: "waiting for a host: no capacity: needs 3 free dedicated host(s)",
       },
       requeue: WAIT_RECHECK_MS,
-      message: /2 host agent\(s\) registered/,
+      message: /provisioning/,
     },
     {
-      name: "deletion with no instance: finalize",
-      obs: { deleteRequested: true, generation: 2 },
-      step: { kind: "finalize-deletion" },
-      requeue: undefined,
-      message: /deletion finalized/,
-    },
-    {
-      name: "deletion with instances left: deleting, waiting for them",
-      obs: { deleteRequested: true, instances: 2, phase: "running" },
-      step: { kind: "set-phase", phase: "deleting", reason: "waiting for 2 instance(s) to be removed" },
-      requeue: WAIT_RECHECK_MS,
-      message: /now deleting/,
-    },
-    {
-      name: "a database with instances is never declared running by this pass",
-      obs: { instances: 1 },
+      name: "already saying why: waits without writing",
+      obs: { phaseReason: NO_HOST_REASON },
       step: { kind: "none" },
       requeue: WAIT_RECHECK_MS,
-      message: /not driven by this controller yet/,
+      message: /checking again/,
+    },
+    {
+      name: "a placement: instances are created",
+      obs: { placement: { ok: true, slots } },
+      step: { kind: "place", slots },
+      requeue: 0,
+      message: /placed 2 instance\(s\) on host-a/,
+    },
+    {
+      name: "a booting node: provisioning, naming the node, host and status",
+      obs: { instances: [inst({ status: "booting", statusMessage: "initdb", observedGeneration: 0 })] },
+      step: {
+        kind: "set-phase",
+        phase: "provisioning",
+        reason: "waiting for node inst-n on local-shared-1: booting: initdb",
+      },
+      requeue: INSTANCE_RECHECK_MS,
+      message: /provisioning/,
+    },
+    {
+      name: "an unreachable host is named as such",
+      obs: { instances: [inst({ status: "booting", hostReady: false, observedGeneration: 0 })] },
+      step: {
+        kind: "set-phase",
+        phase: "provisioning",
+        reason: "waiting for node inst-n on local-shared-1 (host unreachable): booting",
+      },
+      requeue: INSTANCE_RECHECK_MS,
+      message: /unreachable/,
+    },
+    {
+      name: "all instances running: the connection is verified (never running without it)",
+      obs: { instances: [inst(), inst({ id: "inst-g", kind: "gateway" })] },
+      step: { kind: "verify", generation: 1 },
+      requeue: INSTANCE_RECHECK_MS,
+      message: /checks a TLS connection/,
+    },
+    {
+      name: "running and verified: steady",
+      obs: { phase: "running", observedGeneration: 1, instances: [inst()] },
+      step: { kind: "none" },
+      requeue: WAIT_RECHECK_MS,
+      message: /running at generation 1/,
+    },
+    {
+      name: "a plan change: the new generation goes to the instances",
+      obs: { phase: "running", generation: 2, observedGeneration: 1, instances: [inst()] },
+      step: { kind: "update-specs", generation: 2 },
+      requeue: 0,
+      message: /generation 2/,
+    },
+    {
+      name: "a plan change in progress: updating",
+      obs: {
+        phase: "running",
+        generation: 2,
+        observedGeneration: 1,
+        instances: [inst({ specGeneration: 2, observedGeneration: 1, status: "restarting" })],
+      },
+      step: {
+        kind: "set-phase",
+        phase: "updating",
+        reason: "waiting for node inst-n on local-shared-1: restarting",
+      },
+      requeue: INSTANCE_RECHECK_MS,
+      message: /updating/,
+    },
+    {
+      name: "deletion: the instances are asked to go first",
+      obs: { deleteRequested: true, instances: [inst()] },
+      step: { kind: "delete-instances" },
+      requeue: 0,
+      message: /remove its 1 instance/,
+    },
+    {
+      name: "deletion: waits for hosts to remove them",
+      obs: { deleteRequested: true, instances: [inst({ desiredState: "deleted", status: "removing" })] },
+      step: {
+        kind: "set-phase",
+        phase: "deleting",
+        reason: "waiting for instances to be removed: inst-n on local-shared-1 (removing)",
+      },
+      requeue: INSTANCE_RECHECK_MS,
+      message: /deleting/,
+    },
+    {
+      name: "deletion with nothing left: finalized",
+      obs: { deleteRequested: true, phase: "deleting" },
+      step: { kind: "finalize-deletion" },
+      requeue: undefined,
+      message: /finalized/,
     },
   ];
 
@@ -111,16 +195,4 @@ describe("planDatabase", () => {
       assert.match(plan.message, c.message);
     });
   }
-
-  it("never plans the running phase, whatever it observes", () => {
-    const phases = ["provisioning", "running", "updating", "deleting", "suspended", "failed"] as const;
-    for (const phase of phases) {
-      for (const instances of [0, 1, 3]) {
-        for (const deleteRequested of [false, true]) {
-          const plan = planDatabase({ ...base, phase, instances, deleteRequested }, "ad-1");
-          if (plan.step.kind === "set-phase") assert.notEqual(plan.step.phase, "running");
-        }
-      }
-    }
-  });
 });

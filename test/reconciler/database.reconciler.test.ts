@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { NO_HOST_REASON } from "../../src/reconciler/database-plan.ts";
 import { reconcileDatabase } from "../../src/reconciler/database.reconciler.ts";
 import { finalizeDeletion } from "../../src/store/database-status.store.ts";
 import { requestDatabaseDeletion } from "../../src/store/databases.store.ts";
@@ -47,7 +46,7 @@ describe("database reconciler", () => {
     assert.ok((await h.loop.drain()) >= 2, "one pass starts the operation, the next writes the reason");
     const r = await row(id);
     assert.equal(r.phase, "provisioning");
-    assert.equal(r.phase_reason, NO_HOST_REASON);
+    assert.equal(r.phase_reason, "waiting for a host: no shared host is registered in region osc-fr1");
     assert.equal(r.observed_generation, 0, "nothing observed the spec converge");
     assert.equal(r.current_plan_id, null);
     assert.deepEqual(await opStatuses(id), ["provision:running"]);
@@ -56,7 +55,7 @@ describe("database reconciler", () => {
       [id],
     );
     assert.equal(q.rows[0].later, true);
-    assert.match(q.rows[0].last_message, /no host agent has registered/);
+    assert.match(q.rows[0].last_message, /no shared host is registered/);
   });
 
   it("is idempotent: a replayed pass writes nothing new", async () => {
@@ -70,7 +69,7 @@ describe("database reconciler", () => {
     assert.equal(await eventCount(id), events);
   });
 
-  it("says so when host agents exist but nothing places instances yet", async () => {
+  it("says so when the region's hosts are registered but none is ready", async () => {
     const id = await makeDedicated(h, alice, "hosted-db-1");
     await h.deps.db.query(
       `INSERT INTO hosts (id, name, region, az, pool, address, capacity_vcpu, capacity_ram_mb, capacity_disk_gb, token_hash)
@@ -80,9 +79,9 @@ describe("database reconciler", () => {
       await h.loop.drain();
       const r = await row(id.id);
       assert.equal(r.phase, "provisioning");
-      assert.match(
+      assert.equal(
         r.phase_reason,
-        /1 host agent\(s\) registered, but instance placement is not available yet/,
+        "waiting for a host: no dedicated host of region osc-fr1 is ready (all unreachable)",
       );
     } finally {
       await h.deps.db.query("DELETE FROM hosts WHERE id = 'host-t1'");
@@ -104,7 +103,9 @@ describe("database reconciler", () => {
     let r = await row(id);
     assert.equal(r.deleted, false);
     assert.equal(r.phase, "deleting");
-    assert.equal(r.phase_reason, "waiting for 1 instance(s) to be removed");
+    assert.equal(r.phase_reason, "waiting for instances to be removed: inst-t2 on host-t2 (booting)");
+    const desired = await h.deps.db.query("SELECT desired_state FROM instances WHERE id = 'inst-t2'");
+    assert.equal(desired.rows[0].desired_state, "deleted", "the host was asked to remove it");
     assert.deepEqual(await opStatuses(id), ["provision:running", "delete:running"]);
 
     await h.deps.db.query("UPDATE instances SET status = 'removed' WHERE id = 'inst-t2'");

@@ -1,4 +1,8 @@
 // In-process API harness: the real Hono app on a fresh real store, without a listener.
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { loadPki } from "../../src/engines/tls/pki.ts";
 import { createApp } from "../../src/api/app.ts";
 import { HostSignals } from "../../src/reconciler/host-signals.ts";
 import type { Deps } from "../../src/api/deps.ts";
@@ -37,6 +41,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   const tdb = await freshDb();
   const config: Config = loadConfig({ CELLAR_DATA_DIR: "/nonexistent-cellar-test", ...env });
   const jwtSecret = await ensureJwtSecret(tdb.db, config);
+  const pkiDir = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-test-pki-"));
   const deps: Deps = {
     db: tdb.db,
     config,
@@ -46,6 +51,11 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     now: () => new Date(),
     kickReconciler: () => undefined,
     hostSignals: new HostSignals(),
+    pki: await loadPki(
+      tdb.db,
+      pkiDir,
+      config.regions.map((r) => r.name),
+    ),
   };
   const loop = startReconcileLoop({
     db: tdb.db,
@@ -98,6 +108,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     async close() {
       await loop.stop();
       await tdb.drop();
+      await fs.rm(pkiDir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,232 @@
+// The PostgreSQL driver of the host agent: converges nodes (PostgreSQL in a sandbox) and
+// gateways (HAProxy) from their specs. Each instance lives in <stateDir>/instances/<id>/.
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
+import { Gateway } from "../engines/postgresql/gateway.ts";
+import { PostgresInstance } from "../engines/postgresql/instance.ts";
+import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
+import { sandboxNameFor } from "../runtime/limits.ts";
+import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
+import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+
+const execFileAsync = promisify(execFile);
+const META = "cellar-instance.json";
+const DISK_REFRESH_MS = 60_000;
+
+interface Meta {
+  id: string;
+  kind: "node" | "gateway";
+  /** Spec generation last applied in full. */
+  applied: number;
+}
+
+export interface PostgresDriverOptions {
+  stateDir: string;
+  runtime: IsolationRuntime;
+  /** CPUs this host may hand out exclusively to Dedicated nodes. */
+  exclusiveCpus: number[];
+}
+
+export class PostgresDriver implements InstanceDriver {
+  private readonly instancesDir: string;
+  private readonly disk = new Map<string, { bytes: number; at: number }>();
+
+  constructor(private readonly opts: PostgresDriverOptions) {
+    this.instancesDir = path.join(opts.stateDir, "instances");
+  }
+
+  private dirOf(id: string): string {
+    if (!/^inst-[a-z0-9]+$/.test(id)) throw new Error(`invalid instance id ${id}`);
+    return path.join(this.instancesDir, id);
+  }
+
+  private async readMeta(id: string): Promise<Meta | null> {
+    return fs.readFile(path.join(this.dirOf(id), META), "utf8").then(
+      (t) => JSON.parse(t) as Meta,
+      () => null,
+    );
+  }
+
+  private async writeMeta(meta: Meta): Promise<void> {
+    await writeFileAtomic(path.join(this.dirOf(meta.id), META), JSON.stringify(meta), 0o644, undefined);
+  }
+
+  async listLocal(): Promise<string[]> {
+    const names = await fs.readdir(this.instancesDir).catch(() => [] as string[]);
+    return names.filter((n) => /^inst-[a-z0-9]+$/.test(n));
+  }
+
+  async converge(inst: DesiredInstance): Promise<Observation> {
+    await ensureDir(this.dirOf(inst.id), 0o755, undefined);
+    const meta = (await this.readMeta(inst.id)) ?? { id: inst.id, kind: inst.kind, applied: 0 };
+    await this.writeMeta(meta);
+    if (inst.kind === "gateway") return this.convergeGateway(inst, meta);
+    return this.convergeNode(inst, meta);
+  }
+
+  private limitsOf(spec: NodeSpec): SandboxLimits {
+    const limits: SandboxLimits = {
+      memoryBytes: spec.limits.memoryMb * 1024 * 1024,
+      pidsMax: spec.settings.maxConnections + 64,
+    };
+    // Shared instances get a CPU quota; Dedicated nodes pinned CPUs when the host has them.
+    if (spec.limits.exclusiveCpus && this.opts.exclusiveCpus.length >= spec.limits.vcpu) {
+      limits.cpus = this.opts.exclusiveCpus.slice(0, Math.ceil(spec.limits.vcpu));
+    } else {
+      limits.cpuQuota = spec.limits.vcpu;
+    }
+    return limits;
+  }
+
+  private node(inst: DesiredInstance, spec: NodeSpec): PostgresInstance {
+    return new PostgresInstance({
+      id: inst.id,
+      baseDir: path.join(this.dirOf(inst.id), "node"),
+      listenAddress: spec.listen.address,
+      port: spec.listen.port,
+    });
+  }
+
+  private async convergeNode(inst: DesiredInstance, meta: Meta): Promise<Observation> {
+    const spec = inst.spec as unknown as NodeSpec;
+    const sandbox = sandboxNameFor(inst.id);
+    const info = await this.opts.runtime.ensureSandbox(sandbox, this.limitsOf(spec));
+    const pg = this.node(inst, spec);
+    await pg.ensureInitialised();
+    const owner = postgresUser();
+    await ensureDir(pg.tlsDir, 0o700, owner);
+    const tlsChanged = [
+      await writeFileAtomic(path.join(pg.tlsDir, "server.crt"), spec.tls.certPem, 0o644, owner),
+      await writeFileAtomic(path.join(pg.tlsDir, "server.key"), spec.tls.keyPem, 0o600, owner),
+      await writeFileAtomic(path.join(pg.tlsDir, "ca.crt"), spec.tls.caPem, 0o644, owner),
+    ].some(Boolean);
+    const { changed } = await pg.configure(spec.settings, { forceTls: spec.forceTls });
+    const { started } = await pg.start();
+    if (!started && (changed || tlsChanged)) {
+      const { pendingRestart } = await pg.reload();
+      // shared_buffers and max_connections only change with a restart: seconds of downtime.
+      if (pendingRestart.length > 0) await pg.restart();
+    }
+    await this.enterSandbox(sandbox, pg);
+    await pg.ensureRoleAndDatabase({
+      user: spec.credentials.username,
+      password: spec.credentials.password,
+      database: spec.credentials.dbname,
+    });
+    if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
+    const notes = info.notes.length ? `isolation: ${info.notes.join("; ")}` : "";
+    return { ...(await this.observeNode(inst, spec)), message: notes };
+  }
+
+  /** Moves the postmaster and the processes it already forked into the sandbox. */
+  private async enterSandbox(sandbox: string, pg: PostgresInstance): Promise<void> {
+    const pid = await pg.postmasterPid();
+    if (pid === null) return;
+    const inside = new Set(await this.opts.runtime.processes(sandbox));
+    if (inside.has(pid)) return;
+    const { stdout } = await execFileAsync("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => ({
+      stdout: "",
+    }));
+    const children = stdout.split(/\s+/).filter(Boolean).map(Number);
+    for (const p of [pid, ...children]) await this.opts.runtime.addProcess(sandbox, p).catch(() => undefined);
+  }
+
+  private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {
+    const spec = inst.spec as unknown as GatewaySpecJson;
+    const gw = new Gateway({ id: inst.id, baseDir: path.join(this.dirOf(inst.id), "gateway") });
+    await gw.ensure(spec);
+    if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
+    return this.observe(inst);
+  }
+
+  async observe(inst: DesiredInstance): Promise<Observation> {
+    if (inst.kind === "gateway") {
+      const gw = new Gateway({ id: inst.id, baseDir: path.join(this.dirOf(inst.id), "gateway") });
+      const running = await gw.isRunning();
+      const meta = await this.readMeta(inst.id);
+      return {
+        status: running ? "running" : "stopped",
+        message: running ? "" : "haproxy is not running",
+        role: "",
+        observedGeneration: meta?.applied ?? 0,
+        usage: {},
+      };
+    }
+    return this.observeNode(inst, inst.spec as unknown as NodeSpec);
+  }
+
+  private async observeNode(inst: DesiredInstance, spec: NodeSpec): Promise<Observation> {
+    const pg = this.node(inst, spec);
+    const ready = await pg.isReady();
+    const meta = await this.readMeta(inst.id);
+    const usage = await this.opts.runtime.usage(sandboxNameFor(inst.id)).catch(() => null);
+    const numbers: Record<string, number> = {};
+    if (usage?.cpuSeconds != null) numbers.cpu_seconds = usage.cpuSeconds;
+    if (usage?.memoryBytes != null) numbers.memory_bytes = usage.memoryBytes;
+    if (usage?.memoryLimitBytes != null) numbers.memory_limit_bytes = usage.memoryLimitBytes;
+    if (usage?.memoryPeakBytes != null) numbers.memory_peak_bytes = usage.memoryPeakBytes;
+    numbers.disk_bytes = await this.diskBytes(inst.id);
+    return {
+      status: ready ? "running" : "stopped",
+      message: ready ? "" : "postgresql does not accept connections",
+      role: "leader",
+      observedGeneration: ready ? (meta?.applied ?? 0) : 0,
+      usage: numbers,
+    };
+  }
+
+  private async diskBytes(id: string): Promise<number> {
+    const cached = this.disk.get(id);
+    if (cached && Date.now() - cached.at < DISK_REFRESH_MS) return cached.bytes;
+    const { stdout } = await execFileAsync("du", ["-sb", this.dirOf(id)]).catch(() => ({ stdout: "0" }));
+    const bytes = Number(stdout.split(/\s/)[0]) || 0;
+    this.disk.set(id, { bytes, at: Date.now() });
+    return bytes;
+  }
+
+  async remove(id: string): Promise<void> {
+    const dir = this.dirOf(id);
+    const meta = await this.readMeta(id);
+    if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
+      await new Gateway({ id, baseDir: path.join(dir, "gateway") }).destroy();
+    }
+    if (await exists(path.join(dir, "node"))) {
+      // Port and address do not matter to stop and remove a data directory.
+      await new PostgresInstance({
+        id,
+        baseDir: path.join(dir, "node"),
+        listenAddress: "127.0.0.1",
+        port: 1,
+      }).destroy();
+    }
+    await this.opts.runtime.removeSandbox(sandboxNameFor(id));
+    await fs.rm(dir, { recursive: true, force: true });
+    this.disk.delete(id);
+  }
+
+  /** Stops every local instance cleanly (agent shutdown); data stays. */
+  async stopAll(): Promise<void> {
+    for (const id of await this.listLocal()) {
+      const dir = this.dirOf(id);
+      if (await exists(path.join(dir, "gateway")))
+        await new Gateway({ id, baseDir: path.join(dir, "gateway") }).stop();
+      if (await exists(path.join(dir, "node"))) {
+        await new PostgresInstance({
+          id,
+          baseDir: path.join(dir, "node"),
+          listenAddress: "127.0.0.1",
+          port: 1,
+        }).stop();
+      }
+    }
+  }
+}
+
+const exists = (p: string) =>
+  fs.access(p).then(
+    () => true,
+    () => false,
+  );

@@ -1,0 +1,62 @@
+// Composition root of a host agent: isolation runtime, PostgreSQL driver, controller client.
+import fs from "node:fs/promises";
+import os from "node:os";
+import { Agent } from "../agent/agent.ts";
+import { ControllerClient } from "../agent/controller-client.ts";
+import { PostgresDriver } from "../agent/postgres.driver.ts";
+import type { Logger } from "../log.ts";
+import { createIsolationRuntime } from "../runtime/factory.ts";
+import { describeIsolation, probeIsolation } from "../runtime/probe.ts";
+
+export interface AgentCommandOptions {
+  name: string;
+  region: string;
+  az: string;
+  pool: "shared" | "dedicated";
+  address: string;
+  vcpu: number;
+  ramMb: number;
+  diskGb: number;
+  controllerUrl: string;
+  caFile: string;
+  joinTokenFile: string;
+  stateDir: string;
+}
+
+export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<{ stop(): Promise<void> }> {
+  const probe = await probeIsolation();
+  const lines = describeIsolation(probe);
+  // Said at start and in the host's status: never pretend to isolate what is not isolated.
+  for (const line of lines) log.info(`isolation: ${line}`, { host: opts.name });
+  const runtime = await createIsolationRuntime(probe, { parent: `cellar-${opts.name}` });
+  const [ca, joinToken] = await Promise.all([
+    fs.readFile(opts.caFile, "utf8"),
+    fs.readFile(opts.joinTokenFile, "utf8").then((t) => t.trim()),
+  ]);
+  const driver = new PostgresDriver({
+    stateDir: opts.stateDir,
+    runtime,
+    exclusiveCpus: opts.pool === "dedicated" ? os.cpus().map((_, i) => i) : [],
+  });
+  const agent = new Agent({
+    name: opts.name,
+    region: opts.region,
+    az: opts.az,
+    pool: opts.pool,
+    address: opts.address,
+    capacity: { vcpu: opts.vcpu, ramMb: opts.ramMb, diskGb: opts.diskGb },
+    isolation: { runtime: runtime.kind, summary: lines },
+    stateDir: opts.stateDir,
+    controller: new ControllerClient({ url: opts.controllerUrl, ca }),
+    joinToken,
+    driver,
+    log: log.child({ host: opts.name }),
+  });
+  await agent.start();
+  return {
+    async stop() {
+      await agent.stop();
+      await driver.stopAll();
+    },
+  };
+}
