@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ValidationError } from "../../src/domain/errors.ts";
+import { HostLayout } from "../../src/engines/postgresql/host-layout.ts";
 import { crc32c, newSystemIdentifier } from "../../src/engines/postgresql/pg-control.ts";
 import {
   postgresConfEntries,
@@ -151,5 +152,16 @@ describe("pg_control helpers", () => {
     const b = newSystemIdentifier(now);
     assert.equal(a >> 32n, BigInt(now / 1000));
     assert.notEqual(a, b);
+  });
+});
+
+describe("HostLayout", () => {
+  it("derives instance directories from ids and refuses anything that could escape them", () => {
+    const layout = new HostLayout("/var/lib/cellar/host-1");
+    assert.equal(layout.instanceDir("inst-0a1b2c"), "/var/lib/cellar/host-1/instances/inst-0a1b2c");
+    assert.equal(layout.templateDir(), "/var/lib/cellar/host-1/templates/postgresql-15");
+    for (const bad of ["../etc", "inst-../x", "inst-a/b", "", "INST-1"]) {
+      assert.throws(() => layout.instanceDir(bad), ValidationError, bad);
+    }
   });
 });

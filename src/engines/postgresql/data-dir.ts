@@ -95,8 +95,15 @@ export class PgTemplate {
   /** Copies the template to `target` (absent) with a fresh system identifier; returns it. */
   async cloneInto(target: string): Promise<bigint> {
     await this.ensure();
+    const owner = postgresUser();
+    await ensureDir(target, 0o700, owner);
+    // pg_wal is left out (a third of the bytes): pg_resetwal below writes fresh WAL anyway.
+    const entries = (await fs.readdir(this.dataDir)).filter((e) => e !== "pg_wal");
     // cp -a keeps the postgres owner and modes; reflink where the filesystem allows.
-    await runCommand("cp", ["-a", "--reflink=auto", this.dataDir, target]);
+    const sources = entries.map((e) => path.join(this.dataDir, e));
+    await runCommand("cp", ["-a", "--reflink=auto", ...sources, target]);
+    await ensureDir(path.join(target, "pg_wal"), 0o700, owner);
+    await ensureDir(path.join(target, "pg_wal", "archive_status"), 0o700, owner);
     // Files of the template's one short run that mean nothing in a new instance.
     await fs.rm(path.join(target, "postmaster.opts"), { force: true });
     return giveNewIdentity(target);
