@@ -149,7 +149,7 @@ export function registerAddonCommands(program: Command): void {
             ["Provider", field(addon, "addon_provider", "name")],
             ["Plan", field(addon, "plan", "name")],
             ["Status", field(db, "status")],
-            ["Reason", field(db, "phase_reason")],
+            ["Reason", field(db, "phase_reason"), "optional"],
             ["Resource ID", field(addon, "resource_id")],
             ["Database type", field(db, "type_name")],
             ["Version", field(db, "readable_version")],

@@ -71,7 +71,7 @@ export function registerDatabaseCommands(program: Command): void {
             ["Type", field(db, "technology")],
             ["Plan", field(db, "plan")],
             ["Status", field(db, "status")],
-            ["Reason", field(db, "phase_reason")],
+            ["Reason", field(db, "phase_reason"), "optional"],
             ["Role", field(db, "role")],
             ["Region", field(db, "region")],
             ["IP range", field(db, "ip_range")],

@@ -38,7 +38,10 @@ export function describeApiError(status: number, body: unknown): string {
   }
   if (status === 404) {
     const resource = isObject(body) && typeof body.resource === "string" ? body.resource : undefined;
-    return resource ? `${resource} not found` : (error ?? "resource not found");
+    if (resource) return `${resource} not found`;
+    // The server predates this CLI (or is not Cellar): say so rather than "not found".
+    if (error?.startsWith("no route for ")) return `this API does not offer that yet (${error})`;
+    return error ?? "resource not found";
   }
   if (status === 401) return `${error ?? "not authenticated"}\nrun "cellar login" to log in again`;
   if (status === 403) return error ?? "forbidden";

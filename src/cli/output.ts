@@ -41,10 +41,11 @@ export function table(headers: string[], rows: Cell[][]): string {
   return [line(headers), ...texts.map(line)].join("\n");
 }
 
-/** `Key:   value` lines, keys aligned. */
-export function keyValues(pairs: [string, Cell][]): string {
-  const width = Math.max(...pairs.map(([k]) => k.length)) + 1;
-  return pairs.map(([k, v]) => `${(k + ":").padEnd(width)} ${cellText(v)}`).join("\n");
+/** `Key:   value` lines, keys aligned. Pairs marked optional are left out when empty. */
+export function keyValues(pairs: ([string, Cell] | [string, Cell, "optional"])[]): string {
+  const shown = pairs.filter(([, v, optional]) => !(optional && (v === undefined || v === null || v === "")));
+  const width = Math.max(...shown.map(([k]) => k.length)) + 1;
+  return shown.map(([k, v]) => `${(k + ":").padEnd(width)} ${cellText(v)}`).join("\n");
 }
 
 export function formatRam(mb: unknown): string {

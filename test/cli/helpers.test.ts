@@ -15,7 +15,7 @@ describe("CLI helpers", () => {
         "name: is already taken\nplan_id: is unknown\nplan_id: is disabled",
       ],
       [404, { resource: "app", error: "not found" }, "app not found"],
-      [404, { error: "no route for GET /x" }, "no route for GET /x"],
+      [404, { error: "no route for GET /x" }, "this API does not offer that yet (no route for GET /x)"],
       [404, null, "resource not found"],
       [401, { error: "invalid API token" }, 'invalid API token\nrun "cellar login" to log in again'],
       [409, { error: "app still has add-ons" }, "app still has add-ons"],
