@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(postgresql-15 postgresql-contrib-15 postgresql-client-15 patroni etcd-server etcd-client
-  pgbackrest pgbouncer haproxy nftables iproute2 openssl procps util-linux)
+  pgbackrest pgbouncer haproxy nftables iproute2 openssl procps util-linux e2fsprogs)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,6 +25,8 @@ interface Meta {
 
 export interface PostgresDriverOptions {
   stateDir: string;
+  /** Short directory for unix sockets (their paths are limited to ~100 bytes). */
+  runDir: string;
   runtime: IsolationRuntime;
   /** CPUs this host may hand out exclusively to Dedicated nodes. */
   exclusiveCpus: number[];
@@ -87,7 +89,16 @@ export class PostgresDriver implements InstanceDriver {
       baseDir: path.join(this.dirOf(inst.id), "node"),
       listenAddress: spec.listen.address,
       port: spec.listen.port,
+      socketDir: this.runDirOf(inst.id),
     });
+  }
+
+  private runDirOf(id: string): string {
+    return path.join(this.opts.runDir, id.replace(/^inst-/, ""));
+  }
+
+  private gateway(id: string): Gateway {
+    return new Gateway({ id, baseDir: path.join(this.dirOf(id), "gateway"), runDir: this.runDirOf(id) });
   }
 
   private async convergeNode(inst: DesiredInstance, meta: Meta): Promise<Observation> {
@@ -136,16 +147,14 @@ export class PostgresDriver implements InstanceDriver {
 
   private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as GatewaySpecJson;
-    const gw = new Gateway({ id: inst.id, baseDir: path.join(this.dirOf(inst.id), "gateway") });
-    await gw.ensure(spec);
+    await this.gateway(inst.id).ensure(spec);
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     return this.observe(inst);
   }
 
   async observe(inst: DesiredInstance): Promise<Observation> {
     if (inst.kind === "gateway") {
-      const gw = new Gateway({ id: inst.id, baseDir: path.join(this.dirOf(inst.id), "gateway") });
-      const running = await gw.isRunning();
+      const running = await this.gateway(inst.id).isRunning();
       const meta = await this.readMeta(inst.id);
       return {
         status: running ? "running" : "stopped",
@@ -191,36 +200,32 @@ export class PostgresDriver implements InstanceDriver {
     const dir = this.dirOf(id);
     const meta = await this.readMeta(id);
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
-      await new Gateway({ id, baseDir: path.join(dir, "gateway") }).destroy();
+      await this.gateway(id).destroy();
     }
-    if (await exists(path.join(dir, "node"))) {
-      // Port and address do not matter to stop and remove a data directory.
-      await new PostgresInstance({
-        id,
-        baseDir: path.join(dir, "node"),
-        listenAddress: "127.0.0.1",
-        port: 1,
-      }).destroy();
-    }
+    if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).destroy();
     await this.opts.runtime.removeSandbox(sandboxNameFor(id));
     await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.delete(id);
+  }
+
+  /** Enough of an instance to stop or destroy it (address and port do not matter then). */
+  private nodeForCleanup(id: string): PostgresInstance {
+    return new PostgresInstance({
+      id,
+      baseDir: path.join(this.dirOf(id), "node"),
+      listenAddress: "127.0.0.1",
+      port: 1,
+      socketDir: this.runDirOf(id),
+    });
   }
 
   /** Stops every local instance cleanly (agent shutdown); data stays. */
   async stopAll(): Promise<void> {
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
-      if (await exists(path.join(dir, "gateway")))
-        await new Gateway({ id, baseDir: path.join(dir, "gateway") }).stop();
-      if (await exists(path.join(dir, "node"))) {
-        await new PostgresInstance({
-          id,
-          baseDir: path.join(dir, "node"),
-          listenAddress: "127.0.0.1",
-          port: 1,
-        }).stop();
-      }
+      if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
+      if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();
     }
   }
 }

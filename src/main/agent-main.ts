@@ -1,5 +1,8 @@
 // Composition root of a host agent: isolation runtime, PostgreSQL driver, controller client.
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
+import path from "node:path";
+import { isRoot } from "../engines/postgresql/local-cluster.ts";
 import os from "node:os";
 import { Agent } from "../agent/agent.ts";
 import { ControllerClient } from "../agent/controller-client.ts";
@@ -23,6 +26,12 @@ export interface AgentCommandOptions {
   stateDir: string;
 }
 
+/** A short directory for this agent's unix sockets, unique per state directory. */
+function shortRunDir(stateDir: string): string {
+  const base = isRoot() ? "/run/cellar" : path.join(os.tmpdir(), "cellar-run");
+  return path.join(base, createHash("sha256").update(path.resolve(stateDir)).digest("hex").slice(0, 10));
+}
+
 export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<{ stop(): Promise<void> }> {
   const probe = await probeIsolation();
   const lines = describeIsolation(probe);
@@ -33,8 +42,15 @@ export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<
     fs.readFile(opts.caFile, "utf8"),
     fs.readFile(opts.joinTokenFile, "utf8").then((t) => t.trim()),
   ]);
+  const runDir = shortRunDir(opts.stateDir);
+  // Traversable by the postgres and haproxy users, who own their own socket dirs below.
+  for (const dir of [path.dirname(runDir), runDir]) {
+    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    await fs.chmod(dir, 0o755);
+  }
   const driver = new PostgresDriver({
     stateDir: opts.stateDir,
+    runDir,
     runtime,
     exclusiveCpus: opts.pool === "dedicated" ? os.cpus().map((_, i) => i) : [],
   });

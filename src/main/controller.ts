@@ -136,6 +136,7 @@ export async function startController(
       agentUrl: agentUrlOf(config),
       async stop() {
         sweep.stop();
+        deps.hostSignals.close();
         await loop.stop();
         await closeServer(agentServer);
         await closeServer(server);

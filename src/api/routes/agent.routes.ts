@@ -116,6 +116,7 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
     const waitMs = Math.min(Number(c.req.query("wait_ms") ?? 0) || 0, 30_000);
     const deadline = Date.now() + waitMs;
     for (;;) {
+      if (deps.hostSignals.isClosed) return c.json({ error: "controller is stopping" }, 503);
       const instances = await instancesOfHost(deps.db, host.id);
       const version = desiredVersion(instances);
       if (version !== known || Date.now() >= deadline) {

@@ -34,6 +34,8 @@ export interface GatewayOptions {
   id: string;
   /** Deterministic from the id, e.g. <host data dir>/instances/<id>. */
   baseDir: string;
+  /** Directory of the admin socket (default baseDir); HAProxy allows socket paths of 97 bytes at most. */
+  runDir?: string;
 }
 
 export class Gateway {
@@ -47,7 +49,7 @@ export class Gateway {
     this.baseDir = path.resolve(opts.baseDir);
     this.configFile = path.join(this.baseDir, "haproxy.cfg");
     this.pidFile = path.join(this.baseDir, "haproxy.pid");
-    this.adminSocket = path.join(this.baseDir, "admin.sock");
+    this.adminSocket = path.join(opts.runDir ?? this.baseDir, "admin.sock");
     this.logFile = path.join(this.baseDir, "haproxy.log");
   }
 
@@ -70,6 +72,7 @@ export class Gateway {
   /** Writes haproxy.cfg; returns whether it changed. */
   async writeConfig(spec: GatewaySpec): Promise<boolean> {
     await ensureDir(this.baseDir, 0o700, this.user);
+    await ensureDir(path.dirname(this.adminSocket), 0o700, this.user);
     const config = renderHaproxyConfig({ ...spec, name: this.opts.id, adminSocket: this.adminSocket });
     return writeFileAtomic(this.configFile, config, 0o600, this.user);
   }

@@ -27,6 +27,11 @@ export interface PostgresInstanceOptions {
   baseDir: string;
   listenAddress: string;
   port: number;
+  /**
+   * Where the unix socket goes (default <baseDir>/run). Socket paths are limited to ~107
+   * bytes, so agents with deep data directories pass a short directory here.
+   */
+  socketDir?: string;
 }
 
 export interface ConfigureOptions {
@@ -48,7 +53,7 @@ export class PostgresInstance {
   constructor(readonly opts: PostgresInstanceOptions) {
     this.baseDir = path.resolve(opts.baseDir);
     this.dataDir = path.join(this.baseDir, "pgdata");
-    this.socketDir = path.join(this.baseDir, "run");
+    this.socketDir = opts.socketDir ?? path.join(this.baseDir, "run");
     this.tlsDir = path.join(this.baseDir, "tls");
     this.logDir = path.join(this.baseDir, "log");
     this.startupLog = path.join(this.logDir, "startup.log");
