@@ -9,6 +9,7 @@ import { Gateway } from "../engines/postgresql/gateway.ts";
 import { PostgresInstance } from "../engines/postgresql/instance.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
+import { wrapCommand } from "../runtime/spawn.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
 
@@ -90,6 +91,8 @@ export class PostgresDriver implements InstanceDriver {
       listenAddress: spec.listen.address,
       port: spec.listen.port,
       socketDir: this.runDirOf(inst.id),
+      // Born inside its sandbox: no window where PostgreSQL runs unlimited.
+      wrapStart: (argv) => wrapCommand(this.opts.runtime, sandboxNameFor(inst.id), argv[0]!, argv.slice(1)),
     });
   }
 
@@ -121,7 +124,6 @@ export class PostgresDriver implements InstanceDriver {
       // shared_buffers and max_connections only change with a restart: seconds of downtime.
       if (pendingRestart.length > 0) await pg.restart();
     }
-    await this.enterSandbox(sandbox, pg);
     await pg.ensureRoleAndDatabase({
       user: spec.credentials.username,
       password: spec.credentials.password,
@@ -130,19 +132,6 @@ export class PostgresDriver implements InstanceDriver {
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     const notes = info.notes.length ? `isolation: ${info.notes.join("; ")}` : "";
     return { ...(await this.observeNode(inst, spec)), message: notes };
-  }
-
-  /** Moves the postmaster and the processes it already forked into the sandbox. */
-  private async enterSandbox(sandbox: string, pg: PostgresInstance): Promise<void> {
-    const pid = await pg.postmasterPid();
-    if (pid === null) return;
-    const inside = new Set(await this.opts.runtime.processes(sandbox));
-    if (inside.has(pid)) return;
-    const { stdout } = await execFileAsync("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => ({
-      stdout: "",
-    }));
-    const children = stdout.split(/\s+/).filter(Boolean).map(Number);
-    for (const p of [pid, ...children]) await this.opts.runtime.addProcess(sandbox, p).catch(() => undefined);
   }
 
   private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {

@@ -64,6 +64,28 @@ describe("Starter PostgreSQL add-on, end to end", () => {
     assert.equal(out.toString().trim(), "kept across plan changes");
   });
 
+  it("runs PostgreSQL inside its sandbox, with the plan's memory limit", async () => {
+    const dir = path.join(cl.dataDir, "hosts", "e2e-starter-s1", "instances");
+    const nodes = [];
+    for (const id of await fs.readdir(dir)) {
+      const pidFile = path.join(dir, id, "node", "pgdata", "postmaster.pid");
+      const pid = await fs.readFile(pidFile, "utf8").then(
+        (t) => Number(t.split("\n")[0]),
+        () => null,
+      );
+      if (pid) nodes.push({ id, pid });
+    }
+    assert.equal(nodes.length, 1);
+    const cgroups = await fs.readFile(`/proc/${nodes[0]!.pid}/cgroup`, "utf8");
+    const memory = cgroups.split("\n").find((l) => /:memory:/.test(l));
+    assert.ok(memory?.includes(`cellar-${nodes[0]!.id}`), `postmaster memory cgroup: ${memory}`);
+    const limit = await fs.readFile(
+      path.join("/sys/fs/cgroup/memory", memory!.split(":")[2]!, "memory.limit_in_bytes"),
+      "utf8",
+    );
+    assert.equal(Number(limit), 512 * 1024 * 1024);
+  });
+
   it("rejects a wrong password", async () => {
     const wrong = url.replace(/:[A-Za-z0-9_]{64}@/, ":not-the-password@");
     await assert.rejects(connectVerified(wrong, await cl.regionCa()), /password authentication failed/);

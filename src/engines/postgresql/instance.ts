@@ -10,10 +10,10 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type pg from "pg";
 import { type CertificateAuthority, type CertificateNames, issueServerCert } from "../tls/certificates.ts";
-import { ensureDir, postgresUser, runPgBinary, writeFileAtomic } from "./command.ts";
+import { ensureDir, postgresUser, runCommand, runPgBinary, writeFileAtomic } from "./command.ts";
 import { buildDataDirAtomically, isDataDir, pathExists, type PgTemplate, runInitdb } from "./data-dir.ts";
 import { CommandFailedError, EngineError, PortInUseError } from "./errors.ts";
-import { PG_OS_USER } from "./local-cluster.ts";
+import { PG_BIN_DIR, PG_OS_USER } from "./local-cluster.ts";
 import { renderCellarConf, renderPgHba } from "./pg-config.ts";
 import type { PlanSettings } from "./plan-settings.ts";
 import { isProcessAlive, processCommandLine, waitFor } from "./process-watch.ts";
@@ -32,6 +32,12 @@ export interface PostgresInstanceOptions {
    * bytes, so agents with deep data directories pass a short directory here.
    */
   socketDir?: string;
+  /**
+   * Wraps the argv that starts the server (e.g. to join an isolation sandbox before exec),
+   * so the postmaster and everything it forks are born inside. When set, the privileges
+   * are dropped inside the wrapped command (runuser), not by the caller.
+   */
+  wrapStart?: (argv: string[]) => string[];
 }
 
 export interface ConfigureOptions {
@@ -174,7 +180,7 @@ export class PostgresInstance {
       () => 0,
     );
     try {
-      await runPgBinary("pg_ctl", [
+      const args = [
         "start",
         "-w",
         "-t",
@@ -184,7 +190,16 @@ export class PostgresInstance {
         this.dataDir,
         "-l",
         this.startupLog,
-      ]);
+      ];
+      if (this.opts.wrapStart) {
+        const pgCtl = path.join(PG_BIN_DIR, "pg_ctl");
+        const argv = this.opts.wrapStart(
+          owner ? ["runuser", "-u", PG_OS_USER, "--", pgCtl, ...args] : [pgCtl, ...args],
+        );
+        await runCommand(argv[0]!, argv.slice(1), { timeoutMs: (START_TIMEOUT_S + 10) * 1000 });
+      } else {
+        await runPgBinary("pg_ctl", args);
+      }
     } catch (err) {
       throw await this.explainStartFailure(err, logOffset, since);
     }
