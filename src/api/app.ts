@@ -7,6 +7,7 @@ import type { Deps, Env } from "./deps.ts";
 import { handleError } from "./errors.ts";
 import { addonRoutes } from "./routes/addons.routes.ts";
 import { appRoutes } from "./routes/apps.routes.ts";
+import { hostRoutes } from "./routes/hosts.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
 import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
 import { databaseApiRoutes } from "./routes/database-api.routes.ts";
@@ -40,6 +41,7 @@ export function createApp(deps: Deps): Hono<Env> {
     v1.route("/", addonRoutes(deps, limiter));
     v1.route("/", databaseRoutes(deps, limiter));
     v1.route("/", operationRoutes(deps, limiter));
+    v1.route("/", hostRoutes(deps, limiter));
     const api = new Hono<Env>();
     // Database API route modules (one line each).
     api.route("/", databaseApiRoutes(deps, limiter));

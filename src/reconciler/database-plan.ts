@@ -30,6 +30,8 @@ export interface DatabaseObservation {
   instances: InstanceObservation[];
   /** Where new instances would go; computed only when the database has none. */
   placement: PlacementResult | null;
+  /** Database nodes the current plan asks for (1 Starter, 2 Business, 3 Enterprise). */
+  planNodes: number;
 }
 
 export type DatabaseStep =
@@ -52,6 +54,9 @@ export interface DatabasePlan {
 export const WAIT_RECHECK_MS = 60_000;
 /** Waiting on agents: their reports also wake the database, this is the safety net. */
 export const INSTANCE_RECHECK_MS = 5_000;
+
+export const HA_NOT_YET_REASON =
+  "multi-node plans (Business, Enterprise) need high-availability clusters, which this Cellar version does not run yet";
 
 export const NO_HOST_REASON = "waiting for a host: no host agent has registered";
 
@@ -117,6 +122,12 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
     };
   }
   if (o.deleteRequested) return planDeletion(o);
+
+  // Why: without Patroni, extra nodes would be independent primaries behind one gateway.
+  if (o.planNodes > 1) {
+    const phase = o.observedGeneration === 0 ? "provisioning" : "updating";
+    return settle(o, phase, HA_NOT_YET_REASON);
+  }
 
   if (o.instances.length === 0) {
     if (o.placement?.ok) {

@@ -44,6 +44,7 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
       desiredState: i.desiredState,
     })),
     placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,
+    planNodes: findPlan(deps.catalog, db.planId)?.nodes ?? 1,
   };
 }
 

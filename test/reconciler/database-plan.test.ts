@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
+  HA_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
   WAIT_RECHECK_MS,
@@ -20,6 +21,7 @@ const base: DatabaseObservation = {
   pendingOperations: 0,
   instances: [],
   placement: null,
+  planNodes: 1,
 };
 
 const inst = (over: Partial<InstanceObservation> = {}): InstanceObservation => ({
@@ -158,6 +160,20 @@ describe("planDatabase", () => {
         reason: "waiting for node inst-n on local-shared-1: restarting",
       },
       requeue: INSTANCE_RECHECK_MS,
+      message: /updating/,
+    },
+    {
+      name: "a multi-node plan is not provisioned as independent nodes: it waits and says why",
+      obs: { planNodes: 2, placement: { ok: true, slots } },
+      step: { kind: "set-phase", phase: "provisioning", reason: HA_NOT_YET_REASON },
+      requeue: WAIT_RECHECK_MS,
+      message: /provisioning/,
+    },
+    {
+      name: "a running Starter switched to Business keeps running its node and says why it is not updated",
+      obs: { phase: "running", generation: 2, observedGeneration: 1, planNodes: 2, instances: [inst()] },
+      step: { kind: "set-phase", phase: "updating", reason: HA_NOT_YET_REASON },
+      requeue: WAIT_RECHECK_MS,
       message: /updating/,
     },
     {
