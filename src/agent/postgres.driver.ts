@@ -5,7 +5,9 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
+import { PgTemplate } from "../engines/postgresql/data-dir.ts";
 import { Gateway } from "../engines/postgresql/gateway.ts";
+import { HostLayout } from "../engines/postgresql/host-layout.ts";
 import { PostgresInstance } from "../engines/postgresql/instance.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
@@ -36,9 +38,34 @@ export interface PostgresDriverOptions {
 export class PostgresDriver implements InstanceDriver {
   private readonly instancesDir: string;
   private readonly disk = new Map<string, { bytes: number; at: number }>();
+  /** Pre-initialised data dir of this host: new nodes are copies of it (~5x faster than initdb). */
+  private readonly template: PgTemplate;
+  private templateError: Error | null = null;
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
+    this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
+  }
+
+  /** Builds the template now rather than at the first provisioning; returns why it cannot be used. */
+  async prepareTemplate(): Promise<Error | null> {
+    await new HostLayout(this.opts.stateDir).ensure();
+    return (await this.templateOrNone()).template ? null : this.templateError;
+  }
+
+  /**
+   * The template is only a speed-up: if it cannot be built on this host (e.g. its socket path
+   * is too long), nodes are made by initdb instead, and the build is not retried until restart.
+   */
+  private async templateOrNone(): Promise<{ template?: PgTemplate }> {
+    if (this.templateError) return {};
+    try {
+      await this.template.ensure();
+      return { template: this.template };
+    } catch (err) {
+      this.templateError = err as Error;
+      return {};
+    }
   }
 
   private dirOf(id: string): string {
@@ -109,7 +136,7 @@ export class PostgresDriver implements InstanceDriver {
     const sandbox = sandboxNameFor(inst.id);
     const info = await this.opts.runtime.ensureSandbox(sandbox, this.limitsOf(spec));
     const pg = this.node(inst, spec);
-    await pg.ensureInitialised();
+    await pg.ensureInitialised(await this.templateOrNone());
     const owner = postgresUser();
     await ensureDir(pg.tlsDir, 0o700, owner);
     const tlsChanged = [

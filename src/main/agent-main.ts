@@ -54,6 +54,11 @@ export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<
     runtime,
     exclusiveCpus: opts.pool === "dedicated" ? os.cpus().map((_, i) => i) : [],
   });
+  // In the background: registration need not wait; a provisioning meanwhile waits for it.
+  void driver.prepareTemplate().then(
+    (err) => err && log.warn("no template data dir on this host: new nodes use initdb", { err: err.message }),
+    (err: Error) => log.warn("cannot prepare the host layout", { err: err.message }),
+  );
   const agent = new Agent({
     name: opts.name,
     region: opts.region,
