@@ -26,6 +26,8 @@ import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
 import { readJson, str, typeName, type Json } from "../request.ts";
+import { addonJson } from "./addons.routes.ts";
+import { appJson } from "./apps.routes.ts";
 
 /** `/v1/apps/collaboration` is a route of its own: no app or database may take that name. */
 const RESERVED_NAMES = new Set(["collaboration"]);
@@ -143,7 +145,16 @@ export function databaseRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {
         throw err;
       });
     deps.kickReconciler();
-    return c.json({ database: dedicatedJson(database, "owner", catalog) }, 201);
+    // The official JS client (npm scalingo) reads this answer under "apps", as a list of
+    // {app, addon}; the reference documents {database}. Both are given.
+    const asApp = appJson({ ...database, name: req.name }, user, true);
+    return c.json(
+      {
+        database: dedicatedJson(database, "owner", catalog),
+        apps: [{ app: asApp, addon: addonJson(database, catalog) }],
+      },
+      201,
+    );
   });
 
   app.get("/databases", auth, async (c) => {
