@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { NO_HOST_REASON } from "../../src/reconciler/database-plan.ts";
 import { startHarness, type Harness, type Session } from "../support/api.ts";
 import { addCollaborator, eventsOfType, makeApp, makeDedicated, rowCounts } from "../support/scopes.ts";
 
@@ -109,7 +108,10 @@ describe("add-ons API (Shared databases)", () => {
     const { rows } = await h.deps.db.query("SELECT phase, phase_reason FROM databases WHERE id = $1", [
       res.json.addon.id,
     ]);
-    assert.deepEqual(rows[0], { phase: "provisioning", phase_reason: NO_HOST_REASON });
+    assert.deepEqual(rows[0], {
+      phase: "provisioning",
+      phase_reason: "waiting for a host: no shared host is registered in region osc-fr1",
+    });
     const show = await h.call("GET", `/v1/apps/${shop.name}/addons/${res.json.addon.id}`, {
       bearer: bob.bearer,
     });
