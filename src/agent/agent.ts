@@ -24,6 +24,9 @@ export interface AgentOptions {
   heartbeatMs?: number;
 }
 
+/** Lines of a node's log sent when the controller asks for them. */
+const LOG_TAIL_LINES = 1000;
+
 interface DesiredResponse {
   version: string;
   instances: Array<{
@@ -216,7 +219,24 @@ export class Agent {
         observed_generation: o.observedGeneration,
         usage: o.usage,
       }));
-    await this.opts.controller.request("POST", "/hosts/self/report", { instances });
+    const res = await this.opts.controller.request<{ logs_wanted?: unknown }>("POST", "/hosts/self/report", {
+      instances,
+    });
+    if (Array.isArray(res?.logs_wanted)) await this.sendLogTails(res.logs_wanted);
+  }
+
+  /** Agents have no listener: the controller asks for log tails in its answer to a report. */
+  private async sendLogTails(wanted: unknown[]): Promise<void> {
+    const { driver } = this.opts;
+    if (!driver.logTail) return;
+    const logs: Array<{ id: string; text: string }> = [];
+    for (const id of wanted) {
+      if (typeof id !== "string" || this.desired.get(id)?.kind !== "node") continue;
+      const text = await driver.logTail(id, LOG_TAIL_LINES).catch(() => null);
+      logs.push({ id, text: text ?? "" });
+    }
+    // One node per request: a tail may be a few hundred kilobytes.
+    for (const log of logs) await this.opts.controller.request("POST", "/hosts/self/logs", { logs: [log] });
   }
 }
 

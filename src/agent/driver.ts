@@ -29,4 +29,6 @@ export interface InstanceDriver {
   remove(instanceId: string): Promise<void>;
   /** Instance ids that have something on this host (directories, processes). */
   listLocal(): Promise<string[]>;
+  /** The last lines of a node's engine log, when the driver keeps one (null: none yet). */
+  logTail?(instanceId: string, maxLines: number): Promise<string | null>;
 }

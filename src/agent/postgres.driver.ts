@@ -9,6 +9,7 @@ import { PgTemplate } from "../engines/postgresql/data-dir.ts";
 import { Gateway } from "../engines/postgresql/gateway.ts";
 import { HostLayout } from "../engines/postgresql/host-layout.ts";
 import { PostgresInstance } from "../engines/postgresql/instance.ts";
+import { cpuPercentBetween, type CpuSample } from "../domain/instance-views.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
@@ -18,6 +19,8 @@ import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
 const execFileAsync = promisify(execFile);
 const META = "cellar-instance.json";
 const DISK_REFRESH_MS = 60_000;
+/** At most this much of the end of a log file is read for a tail. */
+const LOG_TAIL_BYTES = 256 * 1024;
 
 interface Meta {
   id: string;
@@ -38,6 +41,8 @@ export interface PostgresDriverOptions {
 export class PostgresDriver implements InstanceDriver {
   private readonly instancesDir: string;
   private readonly disk = new Map<string, { bytes: number; at: number }>();
+  /** Last CPU counter reading of each node and the percentage computed at that reading. */
+  private readonly cpu = new Map<string, CpuSample & { percent: number | null }>();
   /** Pre-initialised data dir of this host: new nodes are copies of it (~5x faster than initdb). */
   private readonly template: PgTemplate;
   private templateError: Error | null = null;
@@ -193,6 +198,8 @@ export class PostgresDriver implements InstanceDriver {
     if (usage?.memoryBytes != null) numbers.memory_bytes = usage.memoryBytes;
     if (usage?.memoryLimitBytes != null) numbers.memory_limit_bytes = usage.memoryLimitBytes;
     if (usage?.memoryPeakBytes != null) numbers.memory_peak_bytes = usage.memoryPeakBytes;
+    const cpuPercent = this.cpuPercent(inst.id, usage?.cpuSeconds ?? null, spec.limits.vcpu);
+    if (cpuPercent !== null) numbers.cpu_percent = cpuPercent;
     numbers.disk_bytes = await this.diskBytes(inst.id);
     return {
       status: ready ? "running" : "stopped",
@@ -201,6 +208,40 @@ export class PostgresDriver implements InstanceDriver {
       observedGeneration: ready ? (meta?.applied ?? 0) : 0,
       usage: numbers,
     };
+  }
+
+  /** CPU use since the previous reading (at least a second ago), in percent of the plan's vCPU. */
+  private cpuPercent(id: string, cpuSeconds: number | null, vcpu: number): number | null {
+    if (cpuSeconds === null) return null;
+    const now = performance.now();
+    const prev = this.cpu.get(id);
+    // Converge and heartbeat may observe moments apart: too short a window is all noise.
+    if (prev && now - prev.atMs < 1000) return prev.percent;
+    const percent = prev ? cpuPercentBetween(prev, { cpuSeconds, atMs: now }, vcpu) : null;
+    this.cpu.set(id, { cpuSeconds, atMs: now, percent });
+    return percent;
+  }
+
+  /** The last lines of a node's current PostgreSQL log; null when it has none yet. */
+  async logTail(id: string, maxLines: number): Promise<string | null> {
+    const node = this.nodeForCleanup(id);
+    const file = await node.currentLogFile();
+    // current_logfiles is written by the server: only a file of its own log dir is read.
+    if (!file || path.dirname(file) !== path.resolve(node.logDir)) return null;
+    const handle = await fs.open(file, "r").catch(() => null);
+    if (!handle) return null;
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, LOG_TAIL_BYTES);
+      const buf = Buffer.alloc(length);
+      await handle.read(buf, 0, length, size - length);
+      const lines = buf.toString("utf8").split("\n");
+      if (length < size) lines.shift(); // cut mid-line
+      if (lines.at(-1) === "") lines.pop();
+      return lines.slice(-maxLines).join("\n") + "\n";
+    } finally {
+      await handle.close();
+    }
   }
 
   private async diskBytes(id: string): Promise<number> {
@@ -223,6 +264,7 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(dir, { recursive: true, force: true });
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.delete(id);
+    this.cpu.delete(id);
   }
 
   /** Enough of an instance to stop or destroy it (address and port do not matter then). */

@@ -11,6 +11,8 @@ import { hostRoutes } from "./routes/hosts.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
 import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
 import { databaseApiRoutes } from "./routes/database-api.routes.ts";
+import { databaseLogRoutes } from "./routes/database-logs.routes.ts";
+import { databaseUserRoutes } from "./routes/database-users.routes.ts";
 import { databaseRoutes } from "./routes/databases.routes.ts";
 import { eventRoutes } from "./routes/events.routes.ts";
 import { operationRoutes } from "./routes/operations.routes.ts";
@@ -45,6 +47,8 @@ export function createApp(deps: Deps): Hono<Env> {
     const api = new Hono<Env>();
     // Database API route modules (one line each).
     api.route("/", databaseApiRoutes(deps, limiter));
+    api.route("/", databaseUserRoutes(deps, limiter));
+    api.route("/", databaseLogRoutes(deps, limiter));
     scoped.route("/v1", v1);
     scoped.route("/api", api);
     return scoped;

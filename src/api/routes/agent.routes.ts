@@ -3,7 +3,7 @@
 // it long-polls its desired instances and reports what it observes (the heartbeat).
 import { timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
-import { UnauthorizedError, ValidationError } from "../../domain/errors.ts";
+import { CellarError, UnauthorizedError, ValidationError } from "../../domain/errors.ts";
 import { newTokenSecret } from "../../store/users.store.ts";
 import {
   findHostByName,
@@ -21,6 +21,7 @@ import {
   type InstanceReport,
   type InstanceStatus,
 } from "../../store/instances.store.ts";
+import { MAX_TAIL_BYTES, pendingLogRequests, saveLogTails } from "../../store/instance-logs.store.ts";
 import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
 import type { Deps } from "../deps.ts";
 import { bearerOf } from "../auth.ts";
@@ -158,10 +159,38 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
     const changed = await applyReport(deps.db, host.id, reports);
     for (const databaseId of changed) await enqueueReconcile(deps.db, databaseId);
     if (changed.length) deps.kickReconciler();
+    // The agent has no listener: log tails the database API waits for are asked for here.
+    return c.json({ ok: true, logs_wanted: await pendingLogRequests(deps.db, host.id) });
+  });
+
+  app.post("/hosts/self/logs", async (c) => {
+    const body = await readLargeJson(c, 2 * MAX_TAIL_BYTES);
+    const list = Array.isArray(body.logs) ? (body.logs as Json[]) : [];
+    const tails = list
+      .filter((l) => typeof l.id === "string" && typeof l.text === "string")
+      .map((l) => ({ id: l.id as string, text: l.text as string }));
+    await saveLogTails(deps.db, c.get("host").id, tails);
     return c.json({ ok: true });
   });
 
   return app;
+}
+
+/** A JSON object body up to `maxBytes` (log tails are larger than the API's usual bodies). */
+async function readLargeJson(
+  c: { req: { arrayBuffer(): Promise<ArrayBuffer> } },
+  maxBytes: number,
+): Promise<Json> {
+  const buf = await c.req.arrayBuffer();
+  if (buf.byteLength > maxBytes)
+    throw new CellarError("payload_too_large", `body larger than ${maxBytes} bytes`);
+  try {
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(buf));
+    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) return parsed as Json;
+  } catch {
+    // reported below
+  }
+  throw ValidationError.field("logs", "the body must be a JSON object {logs: [{id, text}]}");
 }
 
 function numbersOf(v: unknown): Record<string, number> {

@@ -5,16 +5,23 @@ import { Hono, type MiddlewareHandler } from "hono";
 import type { Catalog } from "../../domain/catalog.ts";
 import { findPlan } from "../../domain/catalog.ts";
 import { DEFAULT_MAINTENANCE_WINDOW, databaseApiStatusOf } from "../../domain/database-views.ts";
+import {
+  databaseInstanceJson,
+  databaseMetricsJson,
+  instanceStatusJson,
+  type InstanceFacts,
+} from "../../domain/instance-views.ts";
 import { NotFoundError } from "../../domain/errors.ts";
 import { assertCanManageDatabase, type Role } from "../../domain/rules.ts";
 import { roleOnApp, roleOnDedicatedDatabase, type App } from "../../store/apps.store.ts";
+import { instanceFactsOfDatabase } from "../../store/database-instances.store.ts";
 import { findLiveDatabase, type Database } from "../../store/databases.store.ts";
 import { currentOperation } from "../../store/operations.store.ts";
 import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
 
-type DbEnv = { Variables: Env["Variables"] & { database: Database; appName: string } };
+export type DbEnv = { Variables: Env["Variables"] & { database: Database; appName: string } };
 
 /** The app a Shared database is attached to, if it is still live. */
 async function liveApp(deps: Deps, id: string): Promise<App | null> {
@@ -80,6 +87,7 @@ export function databaseApiJson(
   appName: string,
   currentOperationId: string | null,
   catalog: Catalog,
+  instances: InstanceFacts[] = [],
 ) {
   const plan = findPlan(catalog, db.planId);
   return {
@@ -91,14 +99,17 @@ export function databaseApiJson(
     features: [],
     plan: plan?.name ?? db.planId,
     status: databaseApiStatusOf(db.phase, db.generation, db.observedGeneration),
+    // Cellar's own status words (the CLI's --wait shows them): what the platform is doing and why.
+    phase: db.phase,
+    phase_reason: db.phaseReason,
     type_id: db.engine,
     type_name: db.engine,
     // Unknown until an instance runs and reports them.
     version_id: null,
     readable_version: null,
     next_version_id: null,
-    instances: [],
-    hostname: null,
+    instances: instances.map(databaseInstanceJson),
+    hostname: gatewayAddress(instances),
     current_operation_id: currentOperationId,
     cluster: (plan?.nodes ?? 1) > 1,
     periodic_backups_enabled: false,
@@ -107,15 +118,40 @@ export function databaseApiJson(
   };
 }
 
+/** `host:port` of the gateway clients connect to (the reference's `hostname`), once placed. */
+function gatewayAddress(instances: InstanceFacts[]): string | null {
+  const gateway = instances.find((i) => i.kind === "gateway" && i.desiredState !== "deleted");
+  return gateway ? `${gateway.address}:${gateway.port}` : null;
+}
+
 export function databaseApiRoutes(deps: Deps, limiter: RateLimiter): Hono<DbEnv> {
   const app = new Hono<DbEnv>();
   const auth = requireAuth(deps, limiter, { addonTokens: true });
   const access = requireDatabaseAccess(deps);
 
+  // The region CA that signs database server certificates: public, so no auth.
+  app.get("/ca.pem", (c) => {
+    c.header("Content-Type", "text/plain; charset=utf-8");
+    return c.body(deps.pki.ca(c.get("region")).certPem);
+  });
+
   app.get("/databases/:id", auth, access, async (c) => {
     const db = c.get("database");
     const op = await currentOperation(deps.db, db.id);
-    return c.json({ database: databaseApiJson(db, c.get("appName"), op?.id ?? null, deps.catalog) });
+    const instances = await instanceFactsOfDatabase(deps.db, db.id);
+    return c.json({
+      database: databaseApiJson(db, c.get("appName"), op?.id ?? null, deps.catalog, instances),
+    });
+  });
+
+  // Reference: an unwrapped array.
+  app.get("/databases/:id/instances_status", auth, access, async (c) => {
+    const instances = await instanceFactsOfDatabase(deps.db, c.get("database").id);
+    return c.json(instances.filter((i) => i.status !== "removed").map(instanceStatusJson));
+  });
+
+  app.get("/databases/:id/metrics", auth, access, async (c) => {
+    return c.json(databaseMetricsJson(await instanceFactsOfDatabase(deps.db, c.get("database").id)));
   });
 
   return app;

@@ -3,6 +3,7 @@ import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import pg from "pg";
 import { ValidationError } from "../../domain/errors.ts";
+import { ensureUserAdmin } from "./user-admin.ts";
 
 const pbkdf2Async = promisify(pbkdf2);
 const SCRAM_ITERATIONS = 4096;
@@ -125,5 +126,7 @@ export async function ensureRoleAndDatabase(
     // Objects the platform creates as superuser later (extensions' tables) stay usable.
     await c.query(`ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO ${role}`);
     await c.query(`ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO ${role}`);
+    // The protected user manages the other users through these functions (not CREATEROLE).
+    await ensureUserAdmin(c, spec.user);
   });
 }
