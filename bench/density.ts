@@ -1,0 +1,181 @@
+// Density: how many idle Starter databases one shared host holds on this machine, and what
+// each costs in memory as PSS (all postgres + HAProxy processes of the instances, from
+// /proc/<pid>/smaps_rollup). Every database must still answer a verify-full TLS query at the
+// end. Stops by itself (a provisioning budget, bounded waits) and removes all it made.
+// Usage: npx tsx bench/density.ts [--count=300 | --quick] [--concurrency=25] [--settle-s=30]
+//                                 [--budget-min=15] [--plan=postgresql-starter-512]
+import os from "node:os";
+import { loadConfig } from "../src/config.ts";
+import { findPlan } from "../src/domain/catalog.ts";
+import { loadCatalogFile } from "../src/main/controller.ts";
+import {
+  deleteAddons,
+  provisionAddon,
+  queryOverTls,
+  startBenchCellar,
+  type BenchCellar,
+  type Provisioned,
+} from "./support/cellar.ts";
+import { instancesMemory, processMemory } from "./support/memory.ts";
+import {
+  cleanupOnSignal,
+  intFlag,
+  machineFacts,
+  mapLimit,
+  memAvailableBytes,
+  mib,
+  ms,
+  parseFlags,
+  percentile,
+  sampleLoad,
+} from "./support/stats.ts";
+
+const flags = parseFlags(process.argv.slice(2));
+const COUNT = flags.has("quick") ? 20 : intFlag(flags, "count", 300);
+const CONCURRENCY = intFlag(flags, "concurrency", 25);
+const SETTLE_S = intFlag(flags, "settle-s", 30, 0);
+const BUDGET_MS = intFlag(flags, "budget-min", 15) * 60_000;
+const PLAN_ID = flags.get("plan") ?? "postgresql-starter-512";
+const OVERCOMMIT = 8;
+const SUBNET = 92;
+const HOST = "bench-dens-s1";
+
+/** Capacity flags of the one host, so that COUNT databases of the plan fit its pool. */
+function hostCapacity() {
+  const plan = findPlan(loadCatalogFile(loadConfig({}).catalogPath), PLAN_ID);
+  if (!plan) throw new Error(`--plan=${PLAN_ID} is not in the catalog`);
+  const totalMb = Math.floor(os.totalmem() / 1024 / 1024);
+  // Placement: used + plan <= capacity x CELLAR_SHARED_OVERCOMMIT, for RAM and disk.
+  const ramMb = Math.max(totalMb, Math.ceil((COUNT * plan.ramMb) / OVERCOMMIT));
+  const diskGb = Math.max(200, Math.ceil((COUNT * plan.storageGb) / OVERCOMMIT));
+  return { plan, ramMb, diskGb };
+}
+
+async function provisionAll(c: BenchCellar, started: Provisioned[]) {
+  const failures: string[] = [];
+  let skipped = 0;
+  const t0 = performance.now();
+  const indexes = Array.from({ length: COUNT }, (_, i) => i + 1);
+  await mapLimit(indexes, CONCURRENCY, async (i) => {
+    if (performance.now() - t0 > BUDGET_MS) {
+      skipped++;
+      return;
+    }
+    const app = `bench-dens-${i}`;
+    try {
+      const created = await c.api("POST", "/v1/apps", { app: { name: app } });
+      if (created.status !== 201) throw new Error(`creating app: HTTP ${created.status}`);
+      const left = Math.max(60_000, BUDGET_MS - (performance.now() - t0));
+      started.push(await provisionAddon(c, app, PLAN_ID, { timeoutMs: left, pollMs: 1000 }));
+      if (started.length % 10 === 0) {
+        const s = (performance.now() - t0) / 1000;
+        console.log(`  ${started.length} running after ${s.toFixed(0)} s`);
+      }
+    } catch (err) {
+      failures.push(`${app}: ${(err as Error).message}`);
+    }
+  });
+  return { ms: performance.now() - t0, failures, skipped };
+}
+
+async function main(): Promise<void> {
+  const { plan, ramMb, diskGb } = hostCapacity();
+  console.log(
+    `machine: ${machineFacts()}; load average at start ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+  console.log(
+    `target: ${COUNT} x ${PLAN_ID} on one shared host declared with ${ramMb} MB RAM and ${diskGb} GB disk ` +
+      `(CELLAR_SHARED_OVERCOMMIT=${OVERCOMMIT}: room for ${Math.floor((ramMb * OVERCOMMIT) / plan.ramMb)} by RAM, ` +
+      `${Math.floor((diskGb * OVERCOMMIT) / plan.storageGb)} by disk); ${CONCURRENCY} in flight`,
+  );
+  const cellar = await startBenchCellar({
+    subnet: SUBNET,
+    hosts: [{ name: HOST, pool: "shared", vcpu: os.cpus().length, ramMb, diskGb }],
+    env: { CELLAR_SHARED_OVERCOMMIT: String(OVERCOMMIT) },
+  });
+  const stateDir = cellar.stateDirOf(HOST);
+  const running: Provisioned[] = [];
+  let cleaned: Promise<void> | null = null;
+  const cleanup = () =>
+    (cleaned ??= (async () => {
+      if (running.length) {
+        console.log(`deleting ${running.length} add-ons...`);
+        const del = await deleteAddons(cellar, running, 10 * 60_000);
+        console.log(`deleted ${running.length - del.left}/${running.length} add-ons in ${ms(del.ms)}`);
+      }
+      await cellar.close();
+    })());
+  const unregister = cleanupOnSignal(cleanup);
+  const availableBefore = memAvailableBytes();
+  const load = sampleLoad();
+  try {
+    console.log(`provisioning (budget ${BUDGET_MS / 60_000} min)...`);
+    const prov = await provisionAll(cellar, running);
+    const latencies = running.map((p) => p.runningMs);
+    console.log(
+      `provisioned ${running.length}/${COUNT} in ${(prov.ms / 1000).toFixed(1)} s ` +
+        `(${prov.failures.length} failed, ${prov.skipped} not started: budget); POST -> running ` +
+        `p50 ${ms(percentile(latencies, 50))}, p95 ${ms(percentile(latencies, 95))}`,
+    );
+    for (const f of prov.failures.slice(0, 10)) console.log(`  failed: ${f}`);
+
+    console.log(`idle for ${SETTLE_S} s before measuring...`);
+    await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
+    const mem = await instancesMemory(stateDir);
+    const agentPid = cellar.fleet.processOf(HOST)?.pid;
+    const agentMem = agentPid ? await processMemory(agentPid) : null;
+    const availableDrop = availableBefore - memAvailableBytes();
+
+    const answerFailures: string[] = [];
+    await mapLimit(running, 10, async (p) => {
+      await queryOverTls(p.url, cellar.regionCa).catch((err: Error) =>
+        answerFailures.push(`${p.app}: ${err.message}`),
+      );
+    });
+    const l = load.stop();
+
+    const n = running.length;
+    const pss = mem.postgres.pssBytes + mem.haproxy.pssBytes;
+    const rss = mem.postgres.rssBytes + mem.haproxy.rssBytes;
+    console.log("\n== results");
+    console.log(
+      `databases running: ${n} of ${COUNT}; answering a verify-full TLS query at the end: ${n - answerFailures.length}`,
+    );
+    for (const f of answerFailures.slice(0, 10)) console.log(`  not answering: ${f}`);
+    if (mem.missing.length) console.log(`instances without a process: ${mem.missing.length}`);
+    console.log(
+      `postgres: ${mem.postgres.processes} processes, PSS ${mib(mem.postgres.pssBytes)} (summed RSS ${mib(mem.postgres.rssBytes)})`,
+    );
+    console.log(
+      `haproxy:  ${mem.haproxy.processes} processes, PSS ${mib(mem.haproxy.pssBytes)} (summed RSS ${mib(mem.haproxy.rssBytes)})`,
+    );
+    console.log(
+      `total PSS ${mib(pss)}; per database ${mib(pss / Math.max(1, n))} (summed RSS would say ${mib(rss / Math.max(1, n))})`,
+    );
+    console.log(
+      `cross-check: MemAvailable dropped by ${mib(availableDrop)} (${mib(availableDrop / Math.max(1, n))} per database, ` +
+        "includes page tables, page cache and everything else on the machine)",
+    );
+    if (agentMem) console.log(`host agent process: PSS ${mib(agentMem.pss)}`);
+    console.log(
+      `time to provision them all: ${(prov.ms / 1000).toFixed(1)} s; failures: ${prov.failures.length + answerFailures.length}`,
+    );
+    console.log(
+      `load average (1 min) during the run: min ${l.min.toFixed(2)}, mean ${l.mean.toFixed(2)}, max ${l.max.toFixed(2)}`,
+    );
+  } finally {
+    await cleanup();
+    unregister();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    console.error(`density benchmark failed: ${err.stack ?? err.message}`);
+    process.exit(1);
+  },
+);
