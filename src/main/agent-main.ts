@@ -27,7 +27,7 @@ export interface AgentCommandOptions {
 }
 
 /** A short directory for this agent's unix sockets, unique per state directory. */
-function shortRunDir(stateDir: string): string {
+export function shortRunDir(stateDir: string): string {
   const base = isRoot() ? "/run/cellar" : path.join(os.tmpdir(), "cellar-run");
   return path.join(base, createHash("sha256").update(path.resolve(stateDir)).digest("hex").slice(0, 10));
 }

@@ -5,6 +5,7 @@ import path from "node:path";
 import { ensureDir, postgresUser, runCommand, runPgBinary } from "./command.ts";
 import { PG_OS_USER } from "./local-cluster.ts";
 import { giveNewIdentity } from "./pg-control.ts";
+import { findProcessesUsing, signalProcess, waitFor } from "./process-watch.ts";
 import { SPARE_DATABASE } from "./roles.ts";
 import { queryOnce } from "./superuser.ts";
 
@@ -40,10 +41,26 @@ export async function runInitdb(dir: string): Promise<void> {
  */
 export async function buildDataDirAtomically(target: string, build: (tmp: string) => Promise<void>) {
   const tmp = `${target}.init`;
+  if (await pathExists(tmp)) await stopLeftoverBuilders(tmp);
   await fs.rm(tmp, { recursive: true, force: true });
   await ensureDir(path.dirname(target), 0o700, postgresUser());
   await build(tmp);
   await fs.rename(tmp, target);
+}
+
+/**
+ * An agent killed mid-build leaves its initdb (or copy) running on `tmp`: it would keep
+ * writing into the rebuilt directory, or remove it when it fails. Kill it first.
+ */
+async function stopLeftoverBuilders(tmp: string): Promise<void> {
+  const left = await findProcessesUsing(tmp);
+  if (left.length === 0) return;
+  for (const pid of left) signalProcess(pid, "SIGKILL");
+  await waitFor(
+    `leftover processes ${left.join(", ")} on ${tmp} to exit`,
+    async () => (await findProcessesUsing(tmp)).length === 0,
+    10_000,
+  );
 }
 
 /**

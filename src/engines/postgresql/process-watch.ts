@@ -62,6 +62,25 @@ export async function findProcesses(bin: string, arg: string): Promise<number[]>
   return pids.filter((_, i) => matches[i]);
 }
 
+/**
+ * Live processes working in `dir`: an argument naming it (or a path below it) or a current
+ * directory inside it (PostgreSQL's children chdir to their data directory).
+ */
+export async function findProcessesUsing(dir: string): Promise<number[]> {
+  const inside = (p: string) => p === dir || p.startsWith(dir + "/");
+  const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
+  const matches = await Promise.all(
+    pids.map(async (pid) => {
+      if (pid === process.pid) return false;
+      const cmdline = await processCommandLine(pid);
+      const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(() => "");
+      const uses = (cmdline?.some(inside) ?? false) || inside(cwd);
+      return uses && (await isProcessAlive(pid));
+    }),
+  );
+  return pids.filter((_, i) => matches[i]);
+}
+
 /** Sends a signal; a process that is already gone is not an error. */
 export function signalProcess(pid: number, signal: NodeJS.Signals): void {
   try {

@@ -1,0 +1,283 @@
+// Crash-test helpers: precise waits, process signals, and the "converged exactly once"
+// invariants of a host read from the machine itself (/proc, cgroups, directories).
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { shortRunDir } from "../../src/main/agent-main.ts";
+import { createIsolationRuntime } from "../../src/runtime/factory.ts";
+import { probeIsolation } from "../../src/runtime/probe.ts";
+import type { Queryable } from "../../src/store/db.ts";
+
+/** Polls `check` every `intervalMs` until it returns something other than undefined/false. */
+export async function waitUntil<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  opts: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
+  }
+}
+
+export const pathExists = (p: string) =>
+  fs.access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** SIGKILLs a child and waits until Node has reaped it. */
+export async function killNow(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGKILL");
+  await exited;
+}
+
+/** Sends a signal to a pid; a process already gone is fine (cleanup paths call this). */
+export function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}
+
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  state: string;
+  argv: string[];
+  cwd: string;
+}
+
+async function readProc(pid: number): Promise<ProcInfo | null> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => null);
+  if (stat === null) return null;
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const state = rest[0] ?? "";
+  // Zombies are dead: they hold no port and no file (and kill -0 would lie about them).
+  if (state === "Z" || state === "X") return null;
+  const raw = await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(() => "");
+  return { pid, ppid: Number(rest[1]), state, argv: raw.replace(/\0$/, "").split("\0"), cwd };
+}
+
+/** Alive, not a zombie (kill -0 would say yes to a zombie). */
+export async function isAlive(pid: number): Promise<boolean> {
+  return (await readProc(pid)) !== null;
+}
+
+/** Every live process of the machine. */
+export async function processes(): Promise<ProcInfo[]> {
+  const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
+  const all = await Promise.all(pids.map(readProc));
+  return all.filter((p): p is ProcInfo => p !== null && p.pid !== process.pid);
+}
+
+const within = (dir: string) => (p: string) => p === dir || p.startsWith(dir + "/");
+
+/** Live processes with an argument naming something under `dir`, or working inside it. */
+export async function processesUsing(dir: string): Promise<ProcInfo[]> {
+  const inside = within(path.resolve(dir));
+  return (await processes()).filter((p) => p.argv.some(inside) || inside(p.cwd));
+}
+
+/** Postmasters of a data directory (PostgreSQL's children rename themselves, the postmaster does not). */
+export async function postmastersOf(dataDir: string): Promise<ProcInfo[]> {
+  return (await processes()).filter(
+    (p) => p.argv[0]?.endsWith("/postgres") && p.argv.includes(dataDir) && !p.argv.includes("--single"),
+  );
+}
+
+/** Processes building a data directory (initdb, cp, pg_resetwal, a bootstrap backend). */
+export async function buildersOf(tmpDir: string): Promise<ProcInfo[]> {
+  return processesUsing(tmpDir);
+}
+
+/** TCP listeners of an IPv4 address: port -> number of listening sockets (from /proc/net/tcp). */
+export async function listenersOn(address: string): Promise<Map<number, number>> {
+  const text = await fs.readFile("/proc/net/tcp", "utf8");
+  const out = new Map<number, number>();
+  for (const line of text.split("\n").slice(1)) {
+    const [, local, , st] = line.trim().split(/\s+/);
+    if (!local || st !== "0A") continue; // 0A = LISTEN
+    const [ipHex, portHex] = local.split(":") as [string, string];
+    const ip = (ipHex.match(/../g) ?? [])
+      .reverse()
+      .map((h) => parseInt(h, 16))
+      .join(".");
+    if (ip !== address) continue;
+    const port = parseInt(portHex, 16);
+    out.set(port, (out.get(port) ?? 0) + 1);
+  }
+  return out;
+}
+
+/** Sandboxes (cgroups) the agent of `hostName` has made; agents share the test process's cgroup. */
+export async function sandboxesOf(hostName: string): Promise<string[]> {
+  const runtime = await createIsolationRuntime(await probeIsolation(), { parent: `cellar-${hostName}` });
+  return runtime.listSandboxes();
+}
+
+export interface HostSite {
+  /** The store (a pool of the test's own). */
+  db: Queryable;
+  /** The agent's state directory (<data dir>/hosts/<name>). */
+  stateDir: string;
+  name: string;
+  address: string;
+}
+
+export const instanceDir = (site: HostSite, id: string) => path.join(site.stateDir, "instances", id);
+export const nodeDataDir = (site: HostSite, id: string) => path.join(instanceDir(site, id), "node", "pgdata");
+export const runDirOf = (site: HostSite, id: string) =>
+  path.join(shortRunDir(site.stateDir), id.replace(/^inst-/, ""));
+
+const sorted = <T>(xs: Iterable<T>) => [...xs].sort();
+
+/**
+ * What the store says the host runs is exactly what runs on it: one postmaster per node and
+ * one HAProxy per gateway, each port listened on once and no other port, one directory and
+ * one run directory per instance, one sandbox per node, and no other process in its files.
+ */
+export async function assertHostMatchesStore(site: HostSite): Promise<void> {
+  const { rows } = await site.db.query<{ id: string; kind: string; port: number; status: string }>(
+    `SELECT i.id, i.kind, i.port, i.status FROM instances i JOIN hosts h ON h.id = i.host_id
+     WHERE h.name = $1 ORDER BY i.id`,
+    [site.name],
+  );
+  for (const r of rows) assert.equal(r.status, "running", `instance ${r.id} (${r.kind}) is ${r.status}`);
+  const ids = rows.map((r) => r.id);
+  const local = await fs.readdir(path.join(site.stateDir, "instances")).catch(() => [] as string[]);
+  assert.deepEqual(sorted(local), ids, "instance directories on the host");
+  const runDirs = await fs.readdir(shortRunDir(site.stateDir)).catch(() => [] as string[]);
+  assert.deepEqual(sorted(runDirs), sorted(ids.map((id) => id.replace(/^inst-/, ""))), "run directories");
+  const nodes = rows.filter((r) => r.kind === "node");
+  assert.deepEqual(
+    await sandboxesOf(site.name),
+    sorted(nodes.map((n) => `cellar-${n.id}`)),
+    "sandboxes (cgroups) of the host",
+  );
+  const listeners = await listenersOn(site.address);
+  assert.deepEqual(
+    sorted([...listeners].map(([port, n]) => `${port}x${n}`)),
+    sorted(rows.map((r) => `${r.port}x1`)),
+    `TCP listeners on ${site.address} (port x sockets)`,
+  );
+
+  const expected = new Set<number>();
+  for (const n of nodes) {
+    const masters = await postmastersOf(nodeDataDir(site, n.id));
+    assert.equal(masters.length, 1, `postmasters of ${n.id}: ${masters.map((m) => m.pid).join(", ")}`);
+    expected.add(masters[0]!.pid);
+  }
+  const users = await processesUsing(site.stateDir);
+  for (const p of users) if (expected.has(p.ppid)) expected.add(p.pid);
+  for (const g of rows.filter((r) => r.kind === "gateway")) {
+    const config = path.join(instanceDir(site, g.id), "gateway", "haproxy.cfg");
+    const haproxies = users.filter((p) => p.argv[0] === "/usr/sbin/haproxy" && p.argv.includes(config));
+    assert.equal(
+      haproxies.length,
+      1,
+      `haproxy processes of ${g.id}: ${haproxies.map((h) => h.pid).join(", ")}`,
+    );
+    expected.add(haproxies[0]!.pid);
+  }
+  const orphans = users.filter((p) => !expected.has(p.pid));
+  assert.deepEqual(
+    orphans.map((p) => `${p.pid} ${p.argv.join(" ")} (cwd ${p.cwd})`),
+    [],
+    "processes in the host's files that belong to no instance",
+  );
+}
+
+/** The database converged once: one node and one gateway, running, its work done once. */
+export async function assertRunningOnce(db: Queryable, databaseId: string): Promise<void> {
+  const { rows: dbs } = await db.query(
+    "SELECT phase, phase_reason, generation, observed_generation FROM databases WHERE id = $1",
+    [databaseId],
+  );
+  assert.deepEqual(
+    {
+      phase: dbs[0].phase,
+      reason: dbs[0].phase_reason,
+      done: dbs[0].generation === dbs[0].observed_generation,
+    },
+    { phase: "running", reason: "", done: true },
+  );
+  const { rows: inst } = await db.query("SELECT kind FROM instances WHERE database_id = $1 ORDER BY kind", [
+    databaseId,
+  ]);
+  assert.deepEqual(
+    inst.map((r) => r.kind),
+    ["gateway", "node"],
+    "instance rows of the database",
+  );
+  const { rows: ops } = await db.query("SELECT type, status FROM operations WHERE database_id = $1", [
+    databaseId,
+  ]);
+  assert.deepEqual(ops, [{ type: "provision", status: "done" }], "operations of the database");
+  const { rows: vars } = await db.query(
+    "SELECT name, count(*)::int AS n FROM variables WHERE database_id = $1 GROUP BY name ORDER BY name",
+    [databaseId],
+  );
+  assert.deepEqual(
+    vars.map((v) => `${v.name}x${v.n}`),
+    ["DATABASE_URLx1", "SCALINGO_POSTGRESQL_URLx1"],
+  );
+  const { rows: events } = await db.query(
+    `SELECT count(*)::int AS n FROM events WHERE database_id = $1 AND type = 'addon_updated'
+       AND type_data->'status'->>1 = 'running'`,
+    [databaseId],
+  );
+  assert.equal(events[0].n, 1, "addon_updated events to running");
+}
+
+/** The database is deleted once: no instance row left, its operations done, its variables gone. */
+export async function assertDeletedOnce(db: Queryable, databaseId: string): Promise<void> {
+  const { rows: dbs } = await db.query("SELECT phase, deleted_at FROM databases WHERE id = $1", [databaseId]);
+  assert.equal(dbs[0].phase, "deleted");
+  const { rows: inst } = await db.query("SELECT id FROM instances WHERE database_id = $1", [databaseId]);
+  assert.deepEqual(inst, [], "instance rows of the deleted database");
+  const { rows: ops } = await db.query(
+    "SELECT type, status FROM operations WHERE database_id = $1 ORDER BY created_at",
+    [databaseId],
+  );
+  assert.deepEqual(ops, [
+    { type: "provision", status: "done" },
+    { type: "delete", status: "done" },
+  ]);
+  const { rows: vars } = await db.query("SELECT name FROM variables WHERE database_id = $1", [databaseId]);
+  assert.deepEqual(vars, [], "variables of the deleted database");
+}
+
+/** The node and gateway instances of a database, once placed. */
+export async function instancesOf(
+  db: Queryable,
+  databaseId: string,
+): Promise<{ node: { id: string; port: number }; gateway: { id: string; port: number } } | undefined> {
+  const { rows } = await db.query<{ id: string; kind: string; port: number }>(
+    "SELECT id, kind, port FROM instances WHERE database_id = $1",
+    [databaseId],
+  );
+  const node = rows.find((r) => r.kind === "node");
+  const gateway = rows.find((r) => r.kind === "gateway");
+  return node && gateway ? { node, gateway } : undefined;
+}
+
+export async function phaseOf(db: Queryable, databaseId: string): Promise<{ phase: string; reason: string }> {
+  const { rows } = await db.query("SELECT phase, phase_reason FROM databases WHERE id = $1", [databaseId]);
+  return { phase: rows[0].phase, reason: rows[0].phase_reason };
+}
