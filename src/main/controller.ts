@@ -89,7 +89,7 @@ export async function startController(
   let server: ServerType | undefined;
   let agentServer: ServerType | undefined;
   try {
-    store = await openStore(config, log);
+    store = await openStore(config, log, { ownsDataDir: !config.databaseUrl });
     const { db } = store;
     const jwtSecret = await bootstrapStore(db, config, log);
     const pki = await loadPki(

@@ -93,8 +93,10 @@ export function startLocalFleet(
       `--ca-file=${opts.caFile}`,
       `--join-token-file=${opts.joinTokenFile}`,
       `--state-dir=${path.join(config.dataDir, "hosts", h.name)}`,
+      "--exit-with-parent",
     ];
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "inherit", "inherit"], cwd: REPO_ROOT });
+    // The agent watches its stdin: if this process dies without stopping it, the pipe closes.
+    const child = spawn(process.execPath, args, { stdio: ["pipe", "inherit", "inherit"], cwd: REPO_ROOT });
     procs.set(name, child);
     child.on("exit", (code, signal) => {
       if (procs.get(name) === child) procs.delete(name);

@@ -93,6 +93,7 @@ interface AgentFlags {
   caFile: string;
   joinTokenFile: string;
   stateDir: string;
+  exitWithParent?: boolean;
 }
 
 async function agent(flags: AgentFlags): Promise<void> {
@@ -122,6 +123,12 @@ async function agent(flags: AgentFlags): Promise<void> {
     log,
   );
   onShutdown(log, () => handle.stop());
+  if (flags.exitWithParent) {
+    // Local-fleet agents: when the process that started them is gone (even killed with -9),
+    // their stdin pipe closes and they stop with it rather than run on as orphans.
+    process.stdin.on("close", () => process.kill(process.pid, "SIGTERM"));
+    process.stdin.resume();
+  }
 }
 
 export function registerServerCommands(program: Command): void {
@@ -145,6 +152,7 @@ export function registerServerCommands(program: Command): void {
     .requiredOption("--ca-file <file>", "CA certificate that signed the controller's agent listener")
     .requiredOption("--join-token-file <file>", "file holding the agent join token")
     .requiredOption("--state-dir <dir>", "where the agent keeps its token and instances")
+    .option("--exit-with-parent", "stop when stdin closes (agents started by `cellar up`)", false)
     .action(agent);
 
   const admin = program.command("admin").description("operator commands working on the store directly");

@@ -19,7 +19,15 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export async function openStore(config: Config, log: Logger): Promise<Store> {
+/**
+ * `ownsDataDir`: the caller holds the data directory's lock (a controller). A store cluster
+ * found running is then a leftover of a crashed controller, and is stopped with this one.
+ */
+export async function openStore(
+  config: Config,
+  log: Logger,
+  opts: { ownsDataDir?: boolean } = {},
+): Promise<Store> {
   let embedded: LocalCluster | null = null;
   let startedHere = false;
   let poolConfig: pg.PoolConfig;
@@ -30,7 +38,7 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
     embedded = new LocalCluster({ baseDir: path.join(config.dataDir, "store"), port: EMBEDDED_PORT });
     const fresh = !(await embedded.isInitialised());
     await embedded.ensureInitialised();
-    startedHere = await embedded.start();
+    startedHere = (await embedded.start()) || (opts.ownsDataDir ?? false);
     await ensureDatabase(embedded, STORE_DB);
     poolConfig = embedded.connectionConfig(STORE_DB);
     log.info(fresh ? "created embedded control-plane store" : "started embedded control-plane store", {
@@ -45,7 +53,7 @@ export async function openStore(config: Config, log: Logger): Promise<Store> {
     embedded,
     async close() {
       await db.close();
-      // Only the process that started the embedded cluster stops it.
+      // Only its owner stops the embedded cluster (not e.g. `cellar admin` next to a running Cellar).
       if (startedHere) await embedded?.stop();
     },
   };

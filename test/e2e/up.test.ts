@@ -30,52 +30,90 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 
   }
 }
 
+interface Up {
+  child: ChildProcess;
+  port: number;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startUp(dataDir: string, port: number, agentPort: number): Up {
+  let out = "";
+  const child = spawn(path.join(REPO_ROOT, "bin/cellar"), ["up"], {
+    env: {
+      ...process.env,
+      CELLAR_DATA_DIR: dataDir,
+      CELLAR_PORT: String(port),
+      CELLAR_AGENT_PORT: String(agentPort),
+      CELLAR_LOG_LEVEL: "warn",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return { child, port, output: () => out, exited };
+}
+
+async function readyHosts(dataDir: string, port: number) {
+  const token = (await fs.readFile(path.join(dataDir, "admin-token"), "utf8")).trim();
+  const exchange = await fetch(`http://127.0.0.1:${port}/v1/tokens/exchange`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`:${token}`).toString("base64")}` },
+  });
+  const bearer = ((await exchange.json()) as { token: string }).token;
+  return until("five ready hosts", async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/admin/hosts`, {
+      headers: { authorization: `Bearer ${bearer}` },
+    });
+    const body = (await res.json()) as {
+      hosts: Array<{ name: string; pool: string; az: string; status: string }>;
+    };
+    return body.hosts.filter((h) => h.status === "ready").length === 5 ? body.hosts : undefined;
+  });
+}
+
 describe("cellar up (all-in-one)", () => {
-  let child: ChildProcess | undefined;
-  let dataDir = "";
+  const dirs: string[] = [];
+  const running: Up[] = [];
   after(async () => {
-    if (child && child.exitCode === null) child.kill("SIGKILL");
-    if (dataDir) await fs.rm(dataDir, { recursive: true, force: true });
+    for (const up of running) if (up.child.exitCode === null) up.child.kill("SIGKILL");
+    for (const dir of dirs) {
+      await until(
+        "leftover processes to exit",
+        async () => ((await processesMentioning(dir)).length === 0 ? true : undefined),
+        20_000,
+      ).catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 
-  it("starts store, API and five local hosts, prints how to log in, and stops cleanly on Ctrl-C", async () => {
-    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-up-"));
-    await fs.chmod(dataDir, 0o755);
-    const [port, agentPort] = [await freePort(), await freePort()];
-    let out = "";
-    child = spawn(path.join(REPO_ROOT, "bin/cellar"), ["up"], {
-      env: {
-        ...process.env,
-        CELLAR_DATA_DIR: dataDir,
-        CELLAR_PORT: String(port),
-        CELLAR_AGENT_PORT: String(agentPort),
-        CELLAR_LOG_LEVEL: "warn",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-    const exited = new Promise<number | null>((resolve) => child!.on("exit", (code) => resolve(code)));
+  const newDataDir = async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-up-"));
+    await fs.chmod(dir, 0o755);
+    dirs.push(dir);
+    return dir;
+  };
+  const launch = async (dataDir: string) => {
+    const up = startUp(dataDir, await freePort(), await freePort());
+    running.push(up);
+    await until("the banner", () => Promise.resolve(up.output().includes("Cellar is up") ? true : undefined));
+    return up;
+  };
+  const noneLeft = (dataDir: string) =>
+    until(
+      "every process of this data dir to exit",
+      async () => ((await processesMentioning(dataDir)).length === 0 ? true : undefined),
+      20_000,
+    );
 
-    await until("the banner", () => Promise.resolve(out.includes("Cellar is up") ? true : undefined));
-    assert.match(out, new RegExp(`API http://127\\.0\\.0\\.1:${port}`));
-    assert.match(out, /bin\/cellar login --api-url/);
-    const token = (await fs.readFile(path.join(dataDir, "admin-token"), "utf8")).trim();
-    assert.match(token, /^tk-us-/);
-    const exchange = await fetch(`http://127.0.0.1:${port}/v1/tokens/exchange`, {
-      method: "POST",
-      headers: { authorization: `Basic ${Buffer.from(`:${token}`).toString("base64")}` },
-    });
-    const bearer = ((await exchange.json()) as { token: string }).token;
-    const hosts = await until("five ready hosts", async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/v1/admin/hosts`, {
-        headers: { authorization: `Bearer ${bearer}` },
-      });
-      const body = (await res.json()) as {
-        hosts: Array<{ name: string; pool: string; az: string; status: string }>;
-      };
-      return body.hosts.filter((h) => h.status === "ready").length === 5 ? body.hosts : undefined;
-    });
+  it("starts store, API and five local hosts, prints how to log in, and stops cleanly on Ctrl-C", async () => {
+    const dataDir = await newDataDir();
+    const up = await launch(dataDir);
+    assert.match(up.output(), new RegExp(`API http://127\\.0\\.0\\.1:${up.port}`));
+    assert.match(up.output(), /bin\/cellar login --api-url/);
+    assert.match((await fs.readFile(path.join(dataDir, "admin-token"), "utf8")).trim(), /^tk-us-/);
+    const hosts = await readyHosts(dataDir, up.port);
     assert.deepEqual(
       hosts.filter((h) => h.pool === "shared").map((h) => h.az),
       ["osc-fr1-a", "osc-fr1-a"],
@@ -87,14 +125,27 @@ describe("cellar up (all-in-one)", () => {
         .sort(),
       ["osc-fr1-a", "osc-fr1-b", "osc-fr1-c"],
     );
+    up.child.kill("SIGINT");
+    assert.equal(await up.exited, 0);
+    await noneLeft(dataDir);
+  });
 
-    child.kill("SIGINT");
-    assert.equal(await exited, 0);
-    // Store, agents and everything they ran are gone.
+  it("leaves no orphan agents when killed with -9, and a restart takes everything back", async () => {
+    const dataDir = await newDataDir();
+    const first = await launch(dataDir);
+    await readyHosts(dataDir, first.port);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    // The agents notice their parent is gone and stop; only the store cluster may remain.
     await until(
-      "every process of this data dir to exit",
-      async () => ((await processesMentioning(dataDir)).length === 0 ? true : undefined),
+      "the agents to exit",
+      async () => ((await processesMentioning(`--state-dir=${dataDir}`)).length === 0 ? true : undefined),
       20_000,
     );
+    const second = await launch(dataDir);
+    await readyHosts(dataDir, second.port);
+    second.child.kill("SIGINT");
+    assert.equal(await second.exited, 0);
+    await noneLeft(dataDir);
   });
 });
