@@ -37,7 +37,7 @@ export async function ensureAdmin(q: Queryable, config: Config, log: Logger): Pr
        WHERE api_tokens.token_hash <> excluded.token_hash`,
     [ADMIN_USER_ID, hashToken(config.adminToken)],
   );
-  if (rowCount) log.info("admin API token set from CELLAR_ADMIN_TOKEN", { user: ADMIN_USER_ID });
+  if (rowCount) log.info("admin API token set", { user: ADMIN_USER_ID });
 }
 
 const BOOTSTRAP_LOCK = 0x63656c62; // "celb"
