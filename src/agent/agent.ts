@@ -6,6 +6,7 @@ import path from "node:path";
 import type { Logger } from "../log.ts";
 import { ControllerClient, ControllerError } from "./controller-client.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+import { DEFAULT_RETRY_POLICY, RetryBackoff, type RetryPolicy } from "./retry-backoff.ts";
 
 export interface AgentOptions {
   name: string;
@@ -22,7 +23,14 @@ export interface AgentOptions {
   driver: InstanceDriver;
   log: Logger;
   heartbeatMs?: number;
+  /** Back-off of an instance that fails to converge (default 1 s doubling to 60 s). */
+  retryPolicy?: RetryPolicy;
 }
+
+/** Key of the back-off entry for a removal of something the controller no longer knows. */
+const ORPHAN = "orphan";
+/** What the controller asks of an instance: a change of it retries a failed instance at once. */
+const askOf = (inst: DesiredInstance) => `${inst.specGeneration}:${inst.desiredState}`;
 
 /** Lines of a node's log sent when the controller asks for them. */
 const LOG_TAIL_LINES = 1000;
@@ -49,8 +57,12 @@ export class Agent {
   private again = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private pollAbort: Promise<void> | null = null;
+  private readonly retries: RetryBackoff;
+  private retryTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: AgentOptions) {}
+  constructor(private readonly opts: AgentOptions) {
+    this.retries = new RetryBackoff(opts.retryPolicy ?? DEFAULT_RETRY_POLICY);
+  }
 
   get log(): Logger {
     return this.opts.log;
@@ -65,6 +77,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.heartbeatTimer);
+    clearTimeout(this.retryTimer);
     await this.converging;
   }
 
@@ -145,7 +158,7 @@ export class Agent {
       do {
         this.again = false;
         await this.convergeAll();
-        await this.report();
+        await this.report().catch((err: Error) => this.log.warn("report failed", { err: err.message }));
       } while (this.again && !this.stopped);
     })()
       .catch((err: Error) => this.log.error("converge failed", { err: err.message }))
@@ -160,36 +173,64 @@ export class Agent {
     // Anything on disk that the controller no longer knows is an orphan: remove it.
     const local = await driver.listLocal();
     for (const id of local) {
-      if (!this.desired.has(id)) {
+      if (this.desired.has(id) || !this.retries.due(id, ORPHAN)) continue;
+      try {
         this.log.info("removing orphan instance", { inst: id });
         await driver.remove(id);
         this.observed.delete(id);
+        this.retries.succeeded(id);
+      } catch (err) {
+        // One orphan that resists must not hold up every other instance of the host.
+        const { failures, delayMs } = this.retries.failed(id, ORPHAN);
+        this.log.warn("cannot remove orphan instance", {
+          inst: id,
+          err: (err as Error).message,
+          failures,
+          retry_in_ms: delayMs,
+        });
       }
     }
+    this.retries.retain((id) => this.desired.has(id) || local.includes(id));
     // Gateways after nodes, so that a gateway never points at a node not yet created.
     desired.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "node" ? -1 : 1));
-    await Promise.all(
-      desired.map(async (inst) => {
-        try {
-          if (inst.desiredState === "deleted") {
-            await driver.remove(inst.id);
-            this.observed.set(inst.id, removed(inst));
-          } else {
-            this.observed.set(inst.id, await driver.converge(inst));
-          }
-        } catch (err) {
-          const message = (err as Error).message;
-          this.log.warn("instance failed to converge", { inst: inst.id, err: message });
-          this.observed.set(inst.id, {
-            status: "failed",
-            message,
-            role: "",
-            observedGeneration: 0,
-            usage: {},
-          });
-        }
-      }),
-    );
+    await Promise.all(desired.map((inst) => this.convergeOne(inst)));
+    this.scheduleRetry();
+  }
+
+  /** One attempt on one instance, unless it failed recently and its back-off still runs. */
+  private async convergeOne(inst: DesiredInstance): Promise<void> {
+    const ask = askOf(inst);
+    if (!this.retries.due(inst.id, ask)) return;
+    let failure: string;
+    try {
+      if (inst.desiredState === "deleted") {
+        await this.opts.driver.remove(inst.id);
+        this.observed.set(inst.id, removed(inst));
+        this.retries.succeeded(inst.id);
+        return;
+      }
+      const obs = await this.opts.driver.converge(inst);
+      this.observed.set(inst.id, obs);
+      if (inst.desiredState !== "running" || obs.status === "running") {
+        this.retries.succeeded(inst.id);
+        return;
+      }
+      failure = obs.message || `${inst.kind} is ${obs.status} after converging`;
+    } catch (err) {
+      failure = (err as Error).message;
+    }
+    const { failures, delayMs } = this.retries.failed(inst.id, ask);
+    const message = `${failure} (attempt ${failures}, next in ${delayMs / 1000} s)`;
+    this.log.warn("instance failed to converge", { inst: inst.id, err: message });
+    this.observed.set(inst.id, { status: "failed", message, role: "", observedGeneration: 0, usage: {} });
+  }
+
+  /** Wakes convergence when the earliest back-off ends: a failed instance heals unattended. */
+  private scheduleRetry(): void {
+    clearTimeout(this.retryTimer);
+    const ms = this.retries.nextDueInMs();
+    if (ms === null || this.stopped) return;
+    this.retryTimer = setTimeout(() => this.kickConverge(), ms);
   }
 
   private async heartbeat(): Promise<void> {
@@ -199,6 +240,8 @@ export class Agent {
     if (!this.converging) {
       for (const inst of this.desired.values()) {
         if (inst.desiredState === "deleted") continue;
+        // A failed instance keeps its failure and message until its retry falls due.
+        if (this.retries.waiting(inst.id, askOf(inst))) continue;
         const obs = await this.opts.driver.observe(inst).catch((err: Error) => failed(err));
         if (obs.status !== "running" && inst.desiredState === "running") needsConverge = true;
         this.observed.set(inst.id, obs);

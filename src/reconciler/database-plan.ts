@@ -151,6 +151,13 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
     };
   }
 
+  // A silent host's instances may still serve, but nobody can vouch for them: say so.
+  const lost = o.instances.find((i) => !i.hostReady);
+  if (lost && o.phase === "running") {
+    const reason = `host ${lost.hostName} is unreachable (no heartbeat): ${lost.kind} ${lost.id} may not be serving`;
+    return settle(o, "running", reason, INSTANCE_RECHECK_MS);
+  }
+
   // Before a first success the database is provisioning; afterwards a change is an update.
   const waitPhase = o.observedGeneration === 0 ? "provisioning" : "updating";
   const waiting = o.instances.find((i) => i.status !== "running" || i.observedGeneration < i.specGeneration);
@@ -161,6 +168,13 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
       step: { kind: "verify", generation: o.generation },
       message: `${id} checks a TLS connection through its gateway at generation ${o.generation}`,
       requeueAfterMs: INSTANCE_RECHECK_MS,
+    };
+  }
+  if (o.phaseReason !== "") {
+    return {
+      step: { kind: "set-phase", phase: "running", reason: "" },
+      message: `${id} running at generation ${o.generation}, its hosts answer again`,
+      requeueAfterMs: WAIT_RECHECK_MS,
     };
   }
   return {

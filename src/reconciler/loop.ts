@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../log.ts";
 import type { Db } from "../store/db.ts";
-import { claimNext, completeClaim } from "../store/reconcile-queue.store.ts";
+import { claimNext, completeClaim, renewClaim } from "../store/reconcile-queue.store.ts";
 
 export interface PassResult {
   /** Run again after this delay (work in progress, or waiting for something). */
@@ -22,7 +22,11 @@ export interface ReconcileLoop {
   stop(): Promise<void>;
 }
 
-const LEASE_MS = 5 * 60_000;
+/**
+ * A claim lasts this long unless renewed while its pass runs: a controller killed mid-pass
+ * holds its databases back for at most this long, not for as long as the longest pass.
+ */
+const LEASE_MS = 10_000;
 const MAX_BACKOFF_MS = 60_000;
 
 export function backoffMs(attempts: number): number {
@@ -46,6 +50,11 @@ export function startReconcileLoop(opts: {
     const item = await claimNext(opts.db, worker, LEASE_MS);
     if (!item) return false;
     const log = opts.log.child({ db: item.databaseId });
+    const renew = setInterval(() => {
+      renewClaim(opts.db, item, worker, LEASE_MS).catch((err: Error) =>
+        log.warn("cannot renew the claim", { err: err.message }),
+      );
+    }, LEASE_MS / 3);
     try {
       const result = await opts.pass(item.databaseId);
       log.info(result.message);
@@ -55,6 +64,8 @@ export function startReconcileLoop(opts: {
       const message = `pass failed, retrying in ${Math.round(delay / 1000)} s: ${(err as Error).message}`;
       log.warn(message);
       await completeClaim(opts.db, item, worker, { requeueAfterMs: delay, message, failed: true });
+    } finally {
+      clearInterval(renew);
     }
     return true;
   };

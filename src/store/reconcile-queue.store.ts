@@ -37,6 +37,21 @@ export async function claimNext(q: Queryable, worker: string, leaseMs: number): 
   return r ? { databaseId: r.database_id, version: r.version, attempts: r.attempts } : null;
 }
 
+/** Extends a claim still held by `worker`; false when it was lost (expired and taken). */
+export async function renewClaim(
+  q: Queryable,
+  item: QueueItem,
+  worker: string,
+  leaseMs: number,
+): Promise<boolean> {
+  const { rowCount } = await q.query(
+    `UPDATE reconcile_queue SET locked_until = now() + $3 * interval '1 millisecond'
+     WHERE database_id = $1 AND locked_by = $2`,
+    [item.databaseId, worker, leaseMs],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
 /**
  * Ends a claimed pass. With `requeueAfterMs` the item comes back later; otherwise it is
  * removed, unless someone enqueued it again meanwhile (its version moved on).

@@ -4,26 +4,29 @@
 // waiting on something observable, and held there with SIGSTOP, never by a sleep.
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { HostLayout } from "../../src/engines/postgresql/host-layout.ts";
-import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
+import { startCluster, type Cluster } from "../support/cluster.ts";
 import {
+  addStarter,
+  assertAnswers,
   assertDeletedOnce,
   assertHostMatchesStore,
   assertRunningOnce,
   instanceDir,
   instancesOf,
   isAlive,
+  holdTemplateInitdb,
   killNow,
   nodeDataDir,
+  nodeWaitingForTemplate,
   pathExists,
-  phaseOf,
   postmastersOf,
   processesUsing,
   runDirOf,
+  settledIn,
   signal,
+  templateDirOf,
   waitUntil,
   type HostSite,
 } from "../support/crash.ts";
@@ -54,73 +57,35 @@ describe("kill -9 of a host agent", () => {
     await killNow(agent());
     cl.fleet.startAgent(HOST);
   };
-  // One app per database: an app keeps the DATABASE_URL of its first PostgreSQL add-on.
   let apps = 0;
-  const addAddon = async (): Promise<{ id: string; app: string }> => {
+  const addAddon = async () => {
     const app = `crash-agent-${++apps}`;
-    assert.equal((await cl.api("POST", "/v1/apps", { app: { name: app } })).status, 201);
-    const res = await cl.api("POST", `/v1/apps/${app}/addons`, {
-      addon: { addon_provider_id: "postgresql", plan_id: "postgresql-starter-512" },
-    });
-    assert.equal(res.status, 201);
-    return { id: res.json.addon.id, app };
+    return { id: await addStarter((m, p, b) => cl.api(m, p, b), app), app };
   };
-  const phaseIs = (id: string, phase: string) => async () => (await phaseOf(site.db, id)).phase === phase;
-  const answers = async (id: string) => {
-    const { rows } = await site.db.query(
-      "SELECT value FROM variables WHERE database_id = $1 AND name = 'DATABASE_URL'",
-      [id],
-    );
-    const client = await connectVerified(rows[0].value, await cl.regionCa());
-    try {
-      assert.equal((await client.query("SELECT 1 AS one")).rows[0].one, 1);
-    } finally {
-      await client.end();
-    }
-  };
+  const answers = async (id: string) => assertAnswers(site.db, id, await cl.regionCa());
 
   it("during initdb: the restarted agent stops the leftover initdb and builds once", async () => {
     // The first node of a host waits for the host's template, made by initdb at agent start.
-    const template = new HostLayout(site.stateDir).templateDir();
-    const building = path.join(template, "pgdata.init");
-    await waitUntil("the first template", async () => {
-      const built = await pathExists(path.join(template, "pgdata", "global", "pg_control"));
-      return built && (await processesUsing(template)).length === 0;
+    const initdbPid = await holdTemplateInitdb(site, {
+      kill: async () => killNow(agent()),
+      start: () => {
+        cl.fleet.startAgent(HOST);
+        return agent();
+      },
     });
-    await killNow(agent());
-    await fs.rm(template, { recursive: true, force: true });
-    cl.fleet.startAgent(HOST);
-    const fresh = agent();
-    let initdbPid = 0;
     try {
-      const initdb = await waitUntil(
-        "the template's initdb",
-        async () =>
-          (await processesUsing(building)).find(
-            (p) => p.argv[0]?.endsWith("/initdb") && p.ppid === fresh.pid,
-          ),
-        { intervalMs: 5, timeoutMs: 30_000 },
-      );
-      initdbPid = initdb.pid;
-      // Held mid-way: as if initdb were still running when the agent comes back.
-      signal(initdbPid, "SIGSTOP");
       const { id } = await addAddon();
-      const { node } = await waitUntil("placement", () => instancesOf(site.db, id), { intervalMs: 10 });
-      await waitUntil("the agent to work on the node", () => pathExists(instanceDir(site, node.id)), {
-        intervalMs: 10,
-      });
-      assert.equal(await pathExists(nodeDataDir(site, node.id)), false, "the node waits for the template");
-      assert.equal(await pathExists(building), true);
+      await nodeWaitingForTemplate(site, site.db, id);
       await restartAgent();
 
-      await waitUntil("the database to run", phaseIs(id, "running"));
+      await waitUntil("the database to run", settledIn(site.db, id, "running"));
       assert.equal(await isAlive(initdbPid), false, "the leftover initdb is gone");
-      assert.deepEqual(await processesUsing(template), [], "nothing runs in the template");
+      assert.deepEqual(await processesUsing(templateDirOf(site)), [], "nothing runs in the template");
       await assertRunningOnce(site.db, id);
       await assertHostMatchesStore(site);
       await answers(id);
     } finally {
-      if (initdbPid) signal(initdbPid, "SIGKILL");
+      signal(initdbPid, "SIGKILL");
     }
   });
 
@@ -146,7 +111,7 @@ describe("kill -9 of a host agent", () => {
     });
     cl.fleet.startAgent(HOST);
 
-    await waitUntil("the database to run", phaseIs(second, "running"));
+    await waitUntil("the database to run", settledIn(site.db, second, "running"));
     assert.deepEqual(
       (await postmastersOf(nodeDataDir(site, node.id))).map((p) => p.pid),
       [master!.pid],
@@ -182,7 +147,7 @@ describe("kill -9 of a host agent", () => {
     }
     cl.fleet.startAgent(HOST);
 
-    await waitUntil("the deletion to finish", phaseIs(second, "deleted"));
+    await waitUntil("the deletion to finish", settledIn(site.db, second, "deleted"));
     await assertDeletedOnce(site.db, second);
     await assertHostMatchesStore(site);
     for (const dir of [instanceDir(site, node.id), instanceDir(site, gateway.id), runDirOf(site, node.id)]) {

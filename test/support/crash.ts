@@ -4,10 +4,12 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
+import { HostLayout } from "../../src/engines/postgresql/host-layout.ts";
 import { shortRunDir } from "../../src/main/agent-main.ts";
 import { createIsolationRuntime } from "../../src/runtime/factory.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import type { Queryable } from "../../src/store/db.ts";
+import { connectVerified } from "./cluster.ts";
 
 /** Polls `check` every `intervalMs` until it returns something other than undefined/false. */
 export async function waitUntil<T>(
@@ -170,13 +172,6 @@ export async function assertHostMatchesStore(site: HostSite): Promise<void> {
     sorted(nodes.map((n) => `cellar-${n.id}`)),
     "sandboxes (cgroups) of the host",
   );
-  const listeners = await listenersOn(site.address);
-  assert.deepEqual(
-    sorted([...listeners].map(([port, n]) => `${port}x${n}`)),
-    sorted(rows.map((r) => `${r.port}x1`)),
-    `TCP listeners on ${site.address} (port x sockets)`,
-  );
-
   const expected = new Set<number>();
   for (const n of nodes) {
     const masters = await postmastersOf(nodeDataDir(site, n.id));
@@ -188,13 +183,20 @@ export async function assertHostMatchesStore(site: HostSite): Promise<void> {
   for (const g of rows.filter((r) => r.kind === "gateway")) {
     const config = path.join(instanceDir(site, g.id), "gateway", "haproxy.cfg");
     const haproxies = users.filter((p) => p.argv[0] === "/usr/sbin/haproxy" && p.argv.includes(config));
-    assert.equal(
-      haproxies.length,
-      1,
-      `haproxy processes of ${g.id}: ${haproxies.map((h) => h.pid).join(", ")}`,
-    );
+    if (haproxies.length !== 1) {
+      const log = await fs.readFile(path.join(path.dirname(config), "haproxy.log"), "utf8").catch(() => "");
+      const who = haproxies.map((h) => `${h.pid} (${h.state}) ${h.argv.join(" ")}`).join("; ");
+      assert.fail(`${haproxies.length} haproxy processes for gateway ${g.id}: ${who}\n${log.slice(-3000)}`);
+    }
     expected.add(haproxies[0]!.pid);
   }
+  const listeners = await listenersOn(site.address);
+  assert.deepEqual(
+    sorted([...listeners].map(([port, n]) => `${port}x${n}`)),
+    sorted(rows.map((r) => `${r.port}x1`)),
+    `TCP listeners on ${site.address} (port x sockets)`,
+  );
+
   const orphans = users.filter((p) => !expected.has(p.pid));
   assert.deepEqual(
     orphans.map((p) => `${p.pid} ${p.argv.join(" ")} (cwd ${p.cwd})`),
@@ -277,7 +279,88 @@ export async function instancesOf(
   return node && gateway ? { node, gateway } : undefined;
 }
 
+/** A condition for waitUntil: the database is in `phase`, and a running one has nothing to report. */
+export const settledIn = (db: Queryable, databaseId: string, phase: "running" | "deleted") => async () => {
+  const now = await phaseOf(db, databaseId);
+  return now.phase === phase && (phase !== "running" || now.reason === "");
+};
+
 export async function phaseOf(db: Queryable, databaseId: string): Promise<{ phase: string; reason: string }> {
   const { rows } = await db.query("SELECT phase, phase_reason FROM databases WHERE id = $1", [databaseId]);
   return { phase: rows[0].phase, reason: rows[0].phase_reason };
+}
+
+type Api = (method: string, path: string, body?: unknown) => Promise<{ status: number; json: any }>;
+
+/** A new app with a Starter PostgreSQL add-on (one app per database: an app keeps its first DATABASE_URL). */
+export async function addStarter(api: Api, app: string): Promise<string> {
+  assert.equal((await api("POST", "/v1/apps", { app: { name: app } })).status, 201);
+  const res = await api("POST", `/v1/apps/${app}/addons`, {
+    addon: { addon_provider_id: "postgresql", plan_id: "postgresql-starter-512" },
+  });
+  assert.equal(res.status, 201);
+  return res.json.addon.id as string;
+}
+
+/** The database answers a query through its URL, over TLS verified with the region CA. */
+export async function assertAnswers(db: Queryable, databaseId: string, ca: string): Promise<void> {
+  const { rows } = await db.query(
+    "SELECT value FROM variables WHERE database_id = $1 AND name = 'DATABASE_URL'",
+    [databaseId],
+  );
+  const client = await connectVerified(rows[0].value, ca);
+  try {
+    assert.equal((await client.query("SELECT 1 AS one")).rows[0].one, 1);
+  } finally {
+    await client.end();
+  }
+}
+
+export const templateDirOf = (site: HostSite) => new HostLayout(site.stateDir).templateDir();
+
+/**
+ * Restarts the agent of `site` without its template data dir and stops (SIGSTOP) the
+ * initdb that rebuilds it: the host's next node then waits on a running initdb. Returns
+ * initdb's pid; the caller lets it go (SIGCONT) or kills it.
+ */
+export async function holdTemplateInitdb(
+  site: HostSite,
+  agent: { kill(): Promise<void>; start(): ChildProcess },
+): Promise<number> {
+  const template = templateDirOf(site);
+  await waitUntil("the host's first template", async () => {
+    const built = await pathExists(path.join(template, "pgdata", "global", "pg_control"));
+    return built && (await processesUsing(template)).length === 0;
+  });
+  await agent.kill();
+  await fs.rm(template, { recursive: true, force: true });
+  const fresh = agent.start();
+  const building = path.join(template, "pgdata.init");
+  // Mid-way: the new agent's initdb runs and has made its directory.
+  const initdb = await waitUntil(
+    "the template's initdb",
+    async () => {
+      const found = (await processesUsing(building)).find(
+        (p) => p.argv[0]?.endsWith("/initdb") && p.ppid === fresh.pid,
+      );
+      return found && (await pathExists(building)) ? found : undefined;
+    },
+    { intervalMs: 5, timeoutMs: 30_000 },
+  );
+  signal(initdb.pid, "SIGSTOP");
+  return initdb.pid;
+}
+
+/** Waits until the host's agent works on a new node that waits for the template. */
+export async function nodeWaitingForTemplate(
+  site: HostSite,
+  db: Queryable,
+  databaseId: string,
+): Promise<void> {
+  const { node } = await waitUntil("placement", () => instancesOf(db, databaseId), { intervalMs: 10 });
+  await waitUntil("the agent to work on the node", () => pathExists(instanceDir(site, node.id)), {
+    intervalMs: 10,
+  });
+  assert.equal(await pathExists(nodeDataDir(site, node.id)), false, "the node waits for the template");
+  assert.equal(await pathExists(path.join(templateDirOf(site), "pgdata.init")), true, "initdb is under way");
 }

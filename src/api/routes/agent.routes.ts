@@ -155,9 +155,13 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
       };
     });
     const cameBack = await heartbeat(deps.db, host.id);
-    if (cameBack) deps.log.info("host is ready", { host: host.id, name: host.name });
     const changed = await applyReport(deps.db, host.id, reports);
-    for (const databaseId of changed) await enqueueReconcile(deps.db, databaseId);
+    if (cameBack) {
+      deps.log.info("host is ready", { host: host.id, name: host.name });
+      // Its databases may say the host is unreachable: let them look again now.
+      for (const i of await instancesOfHost(deps.db, host.id)) changed.push(i.databaseId);
+    }
+    for (const databaseId of new Set(changed)) await enqueueReconcile(deps.db, databaseId);
     if (changed.length) deps.kickReconciler();
     // The agent has no listener: log tails the database API waits for are asked for here.
     return c.json({ ok: true, logs_wanted: await pendingLogRequests(deps.db, host.id) });
