@@ -15,6 +15,7 @@ import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+import { NodeIsolation, type NodePlacement } from "./node-isolation.ts";
 
 const execFileAsync = promisify(execFile);
 const META = "cellar-instance.json";
@@ -46,6 +47,8 @@ export class PostgresDriver implements InstanceDriver {
   /** Pre-initialised data dir of this host: new nodes are copies of it (~5x faster than initdb). */
   private readonly template: PgTemplate;
   private templateError: Error | null = null;
+  /** Dedicated nodes: own volume and network namespace (node-isolation.ts). */
+  private readonly isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id) });
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -95,6 +98,8 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async converge(inst: DesiredInstance): Promise<Observation> {
+    // Before any await: a gateway converging in parallel waits for this node's address.
+    if (inst.kind === "node") this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     await ensureDir(this.dirOf(inst.id), 0o755, undefined);
     const meta = (await this.readMeta(inst.id)) ?? { id: inst.id, kind: inst.kind, applied: 0 };
     await this.writeMeta(meta);
@@ -116,15 +121,18 @@ export class PostgresDriver implements InstanceDriver {
     return limits;
   }
 
-  private node(inst: DesiredInstance, spec: NodeSpec): PostgresInstance {
+  private node(inst: DesiredInstance, spec: NodeSpec, placement?: NodePlacement): PostgresInstance {
     return new PostgresInstance({
       id: inst.id,
       baseDir: path.join(this.dirOf(inst.id), "node"),
-      listenAddress: spec.listen.address,
+      listenAddress: placement?.listenAddress ?? spec.listen.address,
       port: spec.listen.port,
       socketDir: this.runDirOf(inst.id),
-      // Born inside its sandbox: no window where PostgreSQL runs unlimited.
-      wrapStart: (argv) => wrapCommand(this.opts.runtime, sandboxNameFor(inst.id), argv[0]!, argv.slice(1)),
+      // Born inside its sandbox (and its network namespace): no window where PostgreSQL runs unlimited.
+      wrapStart: (argv) => {
+        const [cmd, ...args] = placement ? placement.wrap(argv) : argv;
+        return wrapCommand(this.opts.runtime, sandboxNameFor(inst.id), cmd!, args);
+      },
     });
   }
 
@@ -140,7 +148,8 @@ export class PostgresDriver implements InstanceDriver {
     const spec = inst.spec as unknown as NodeSpec;
     const sandbox = sandboxNameFor(inst.id);
     const info = await this.opts.runtime.ensureSandbox(sandbox, this.limitsOf(spec));
-    const pg = this.node(inst, spec);
+    const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
+    const pg = this.node(inst, spec, placement);
     await pg.ensureInitialised(await this.templateOrNone());
     const owner = postgresUser();
     await ensureDir(pg.tlsDir, 0o700, owner);
@@ -162,13 +171,14 @@ export class PostgresDriver implements InstanceDriver {
       database: spec.credentials.dbname,
     });
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
-    const notes = info.notes.length ? `isolation: ${info.notes.join("; ")}` : "";
+    const allNotes = [...info.notes, ...placement.notes];
+    const notes = allNotes.length ? `isolation: ${allNotes.join("; ")}` : "";
     return { ...(await this.observeNode(inst, spec)), message: notes };
   }
 
   private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as GatewaySpecJson;
-    await this.gateway(inst.id).ensure(spec);
+    await this.gateway(inst.id).ensure(await this.isolation.gatewaySpec(spec));
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     return this.observe(inst);
   }
@@ -203,7 +213,7 @@ export class PostgresDriver implements InstanceDriver {
     numbers.disk_bytes = await this.diskBytes(inst.id);
     return {
       status: ready ? "running" : "stopped",
-      message: ready ? "" : "postgresql does not accept connections",
+      message: ready ? this.isolation.statusNote(inst.id) : "postgresql does not accept connections",
       role: "leader",
       observedGeneration: ready ? (meta?.applied ?? 0) : 0,
       usage: numbers,
@@ -247,7 +257,12 @@ export class PostgresDriver implements InstanceDriver {
   private async diskBytes(id: string): Promise<number> {
     const cached = this.disk.get(id);
     if (cached && Date.now() - cached.at < DISK_REFRESH_MS) return cached.bytes;
-    const { stdout } = await execFileAsync("du", ["-sb", this.dirOf(id)]).catch(() => ({ stdout: "0" }));
+    // du would count a volume's sparse image at its full apparent size.
+    const onVolume = await this.isolation.usedBytes(id).catch(() => null);
+    const { stdout } =
+      onVolume === null
+        ? await execFileAsync("du", ["-sb", this.dirOf(id)]).catch(() => ({ stdout: "0" }))
+        : { stdout: String(onVolume) };
     const bytes = Number(stdout.split(/\s/)[0]) || 0;
     this.disk.set(id, { bytes, at: Date.now() });
     return bytes;
@@ -259,6 +274,8 @@ export class PostgresDriver implements InstanceDriver {
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
       await this.gateway(id).destroy();
     }
+    const stopNode = () => this.nodeForCleanup(id).stop("immediate");
+    await this.isolation.release(id, stopNode, { keepData: false });
     if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).destroy();
     await this.opts.runtime.removeSandbox(sandboxNameFor(id));
     await fs.rm(dir, { recursive: true, force: true });
@@ -284,6 +301,8 @@ export class PostgresDriver implements InstanceDriver {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
       if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();
+      // Mounts and namespaces are the host's: given back, re-made by the next converge.
+      await this.isolation.release(id, () => this.nodeForCleanup(id).stop(), { keepData: true });
     }
   }
 }

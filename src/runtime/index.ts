@@ -8,5 +8,24 @@ export { formatCpuList, parseCpuList, sandboxNameFor } from "./limits.ts";
 export { NoopRuntime } from "./noop.runtime.ts";
 export { describeIsolation, probeIsolation, type Availability, type IsolationProbe } from "./probe.ts";
 export { spawnInSandbox, wrapCommand, WRAPPER_FAILED_EXIT } from "./spawn.ts";
-export { ensureVolume, removeVolume, volumeUsage, type Volume, type VolumeUsage } from "./volume.ts";
+export {
+  detachVolume,
+  ensureVolume,
+  removeVolume,
+  volumeUsage,
+  type Volume,
+  type VolumeUsage,
+} from "./volume.ts";
 export type * from "./types.ts";
+export {
+  ensureNodeNet,
+  inNetns,
+  listNodeNetns,
+  netnsId,
+  netnsOfPid,
+  NODE_NET_RANGE,
+  nodeNetNames,
+  removeNodeNet,
+  type NodeNet,
+  type NodeNetNames,
+} from "./netns.ts";
