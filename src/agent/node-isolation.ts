@@ -204,8 +204,8 @@ export class NodeIsolation {
 /** A non-empty directory with no volume image beside it and nothing mounted on it. */
 async function isUnmountedDataDir(dir: string): Promise<boolean> {
   if (await exists(imagePathOf(dir))) return false;
-  const [self, parent] = await Promise.all([fs.stat(dir).catch(() => null), fs.stat(path.dirname(dir))]);
-  if (!self || self.dev !== parent.dev) return false;
+  const self = await fs.stat(dir).catch(() => null);
+  if (!self || self.dev !== (await fs.stat(path.dirname(dir))).dev) return false;
   return (await fs.readdir(dir)).length > 0;
 }
 
