@@ -3,7 +3,7 @@
 // /proc/<pid>/smaps_rollup). Every database must still answer a verify-full TLS query at the
 // end. Stops by itself (a provisioning budget, bounded waits) and removes all it made.
 // Usage: npx tsx bench/density.ts [--count=300 | --quick] [--concurrency=25] [--settle-s=30]
-//                                 [--budget-min=15] [--plan=postgresql-starter-512]
+//                   [--budget-min=15] [--max-failures=10] [--plan=postgresql-starter-512]
 import os from "node:os";
 import { loadConfig } from "../src/config.ts";
 import { findPlan } from "../src/domain/catalog.ts";
@@ -35,6 +35,8 @@ const COUNT = flags.has("quick") ? 20 : intFlag(flags, "count", 300);
 const CONCURRENCY = intFlag(flags, "concurrency", 25);
 const SETTLE_S = intFlag(flags, "settle-s", 30, 0);
 const BUDGET_MS = intFlag(flags, "budget-min", 15) * 60_000;
+// A saturated host fails more and more: stop adding databases once this many failed.
+const MAX_FAILURES = intFlag(flags, "max-failures", 10);
 const PLAN_ID = flags.get("plan") ?? "postgresql-starter-512";
 const OVERCOMMIT = 8;
 const SUBNET = 92;
@@ -51,13 +53,19 @@ function hostCapacity() {
   return { plan, ramMb, diskGb };
 }
 
-async function provisionAll(c: BenchCellar, started: Provisioned[]) {
+interface Tracked {
+  /** Every add-on created (deleted at the end, running or not). */
+  created: Array<{ app: string; addonId: string }>;
+  running: Provisioned[];
+}
+
+async function provisionAll(c: BenchCellar, t: Tracked) {
   const failures: string[] = [];
   let skipped = 0;
   const t0 = performance.now();
   const indexes = Array.from({ length: COUNT }, (_, i) => i + 1);
   await mapLimit(indexes, CONCURRENCY, async (i) => {
-    if (performance.now() - t0 > BUDGET_MS) {
+    if (performance.now() - t0 > BUDGET_MS || failures.length >= MAX_FAILURES) {
       skipped++;
       return;
     }
@@ -66,10 +74,11 @@ async function provisionAll(c: BenchCellar, started: Provisioned[]) {
       const created = await c.api("POST", "/v1/apps", { app: { name: app } });
       if (created.status !== 201) throw new Error(`creating app: HTTP ${created.status}`);
       const left = Math.max(60_000, BUDGET_MS - (performance.now() - t0));
-      started.push(await provisionAddon(c, app, PLAN_ID, { timeoutMs: left, pollMs: 1000 }));
-      if (started.length % 10 === 0) {
+      const onCreated = (a: { app: string; addonId: string }) => t.created.push(a);
+      t.running.push(await provisionAddon(c, app, PLAN_ID, { timeoutMs: left, pollMs: 1000, onCreated }));
+      if (t.running.length % 10 === 0) {
         const s = (performance.now() - t0) / 1000;
-        console.log(`  ${started.length} running after ${s.toFixed(0)} s`);
+        console.log(`  ${t.running.length} running after ${s.toFixed(0)} s`);
       }
     } catch (err) {
       failures.push(`${app}: ${(err as Error).message}`);
@@ -97,14 +106,15 @@ async function main(): Promise<void> {
     env: { CELLAR_SHARED_OVERCOMMIT: String(OVERCOMMIT) },
   });
   const stateDir = cellar.stateDirOf(HOST);
-  const running: Provisioned[] = [];
+  const tracked: Tracked = { created: [], running: [] };
+  const { running, created } = tracked;
   let cleaned: Promise<void> | null = null;
   const cleanup = () =>
     (cleaned ??= (async () => {
-      if (running.length) {
-        console.log(`deleting ${running.length} add-ons...`);
-        const del = await deleteAddons(cellar, running, 10 * 60_000);
-        console.log(`deleted ${running.length - del.left}/${running.length} add-ons in ${ms(del.ms)}`);
+      if (created.length) {
+        console.log(`deleting ${created.length} add-ons...`);
+        const del = await deleteAddons(cellar, created, 10 * 60_000);
+        console.log(`deleted ${created.length - del.left}/${created.length} add-ons in ${ms(del.ms)}`);
       }
       await cellar.close();
     })());
@@ -113,11 +123,11 @@ async function main(): Promise<void> {
   const load = sampleLoad();
   try {
     console.log(`provisioning (budget ${BUDGET_MS / 60_000} min)...`);
-    const prov = await provisionAll(cellar, running);
+    const prov = await provisionAll(cellar, tracked);
     const latencies = running.map((p) => p.runningMs);
     console.log(
       `provisioned ${running.length}/${COUNT} in ${(prov.ms / 1000).toFixed(1)} s ` +
-        `(${prov.failures.length} failed, ${prov.skipped} not started: budget); POST -> running ` +
+        `(${prov.failures.length} failed, ${prov.skipped} not started: budget or failures); POST -> running ` +
         `p50 ${ms(percentile(latencies, 50))}, p95 ${ms(percentile(latencies, 95))}`,
     );
     for (const f of prov.failures.slice(0, 10)) console.log(`  failed: ${f}`);
@@ -137,13 +147,16 @@ async function main(): Promise<void> {
     });
     const l = load.stop();
 
-    const n = running.length;
+    // Failed add-ons may still have processes: divide by the nodes actually found.
+    const n = mem.nodes;
     const pss = mem.postgres.pssBytes + mem.haproxy.pssBytes;
     const rss = mem.postgres.rssBytes + mem.haproxy.rssBytes;
     console.log("\n== results");
     console.log(
-      `databases running: ${n} of ${COUNT}; answering a verify-full TLS query at the end: ${n - answerFailures.length}`,
+      `databases running: ${running.length} of ${COUNT}; answering a verify-full TLS query at the end: ` +
+        `${running.length - answerFailures.length}`,
     );
+    console.log(`measured: ${mem.nodes} PostgreSQL nodes and ${mem.gateways} gateways with live processes`);
     for (const f of answerFailures.slice(0, 10)) console.log(`  not answering: ${f}`);
     if (mem.missing.length) console.log(`instances without a process: ${mem.missing.length}`);
     console.log(

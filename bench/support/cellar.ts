@@ -13,6 +13,7 @@ import { createLogger } from "../../src/log.ts";
 import { startController, type Controller } from "../../src/main/controller.ts";
 import { startLocalFleet, type Fleet, type LocalHost } from "../../src/main/fleet.ts";
 import { createIsolationRuntime } from "../../src/runtime/factory.ts";
+import { sandboxNameFor } from "../../src/runtime/limits.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { insertToken, insertUser } from "../../src/store/users.store.ts";
 import { waitUntil } from "./stats.ts";
@@ -101,8 +102,15 @@ export async function startBenchCellar(opts: {
       for (const name of await runtime.listSandboxes().catch(() => [] as string[])) {
         await runtime.removeSandbox(name).catch(() => undefined);
       }
+      // The host's parent cgroups, now empty (rmdir refuses a cgroup that is not).
+      for (const file of runtime.procsFiles(sandboxNameFor("inst-bench"))) {
+        await fs.rmdir(path.dirname(path.dirname(file))).catch(() => undefined);
+      }
       await fs.rm(shortRunDir(stateDirOf(h.name)), { recursive: true, force: true });
     }
+    const leftovers = await stopLeftovers(dataDir);
+    if (leftovers)
+      console.error(`warning: ${leftovers} process(es) of this run outlived their agent; stopped them`);
     await fs.rm(dataDir, { recursive: true, force: true });
   };
 
@@ -153,6 +161,39 @@ async function bearerOf(controller: Controller): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/** Pids whose command line names `dir` (only this run's processes: the dir is a fresh temp dir). */
+async function processesUnder(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.includes(dir)) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/**
+ * Safety net: daemons are detached by design (they survive an agent restart), so any that
+ * an agent failed to stop would outlive the run. SIGTERM, then SIGKILL after 10 s.
+ */
+async function stopLeftovers(dir: string): Promise<number> {
+  const pids = await processesUnder(dir);
+  const signal = (sig: NodeJS.Signals) => (pid: number) => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  pids.forEach(signal("SIGTERM"));
+  await waitUntil(
+    "leftover processes to exit",
+    10_000,
+    async () => (await processesUnder(dir)).length === 0,
+  ).catch(async () => (await processesUnder(dir)).forEach(signal("SIGKILL")));
+  return pids.length;
+}
+
 /** The agent's socket directory (mirrors src/main/agent-main.ts), removed at the end. */
 function shortRunDir(stateDir: string): string {
   const isRoot = process.getuid?.() === 0;
@@ -196,7 +237,12 @@ export async function provisionAddon(
   c: BenchCellar,
   app: string,
   planId: string,
-  opts: { timeoutMs: number; pollMs: number },
+  opts: {
+    timeoutMs: number;
+    pollMs: number;
+    /** Called once the add-on exists, so that a caller can delete it even if it never runs. */
+    onCreated?: (addon: { app: string; addonId: string }) => void;
+  },
 ): Promise<Provisioned> {
   const t0 = performance.now();
   const res = await c.api("POST", `/v1/apps/${app}/addons`, {
@@ -204,6 +250,7 @@ export async function provisionAddon(
   });
   if (res.status !== 201) throw new Error(`POST addon on ${app}: ${res.status} ${JSON.stringify(res.json)}`);
   const addonId: string = res.json.addon.id;
+  opts.onCreated?.({ app, addonId });
   let last = "";
   await waitUntil(
     `add-on ${addonId} of ${app} to run`,

@@ -11,6 +11,9 @@ export interface MemoryTotals {
 }
 
 export interface InstancesMemory {
+  /** Nodes whose postmaster was found, and gateways whose HAProxy was. */
+  nodes: number;
+  gateways: number;
   postgres: MemoryTotals;
   haproxy: MemoryTotals;
   /** Instances whose postmaster or HAProxy could not be found (counted as failures). */
@@ -77,12 +80,20 @@ export async function instancesMemory(stateDir: string): Promise<InstancesMemory
   const postgres: number[] = [];
   const haproxy: number[] = [];
   const missing: string[] = [];
+  let nodes = 0;
+  let gateways = 0;
   for (const id of await fs.readdir(dir).catch(() => [] as string[])) {
     const node = await readPid(path.join(dir, id, "node", "pgdata", "postmaster.pid"));
     const gateway = await readPid(path.join(dir, id, "gateway", "haproxy.pid"));
-    if (node) postgres.push(...withDescendants(node, children));
-    else if (gateway) haproxy.push(...withDescendants(gateway, children));
-    else missing.push(id);
+    if (node) {
+      nodes++;
+      postgres.push(...withDescendants(node, children));
+    } else if (gateway) {
+      gateways++;
+      haproxy.push(...withDescendants(gateway, children));
+    } else {
+      missing.push(id);
+    }
   }
-  return { postgres: await totals(postgres), haproxy: await totals(haproxy), missing };
+  return { nodes, gateways, postgres: await totals(postgres), haproxy: await totals(haproxy), missing };
 }
