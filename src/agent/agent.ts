@@ -150,6 +150,8 @@ export class Agent {
 
   /** Converges in the background; a kick during a pass schedules one more pass. */
   kickConverge(): void {
+    // After stop, a late heartbeat or poll must not restart what stopAll is stopping.
+    if (this.stopped) return;
     if (this.converging) {
       this.again = true;
       return;

@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { startCluster, type Cluster } from "../support/cluster.ts";
 import {
   addStarter,
+  assertNothingLeft,
   assertAnswers,
   assertDeletedOnce,
   assertHostMatchesStore,
@@ -46,7 +47,11 @@ describe("kill -9 of a host agent", () => {
       address: "127.61.0.1",
     };
   });
-  after(async () => cl?.close());
+  after(async () => {
+    if (!cl) return;
+    await cl.close();
+    await assertNothingLeft(cl.dataDir);
+  });
 
   const agent = (): ChildProcess => {
     const p = cl.fleet.processOf(HOST);

@@ -8,6 +8,7 @@ import pg from "pg";
 import { startSplitCluster, type SplitCluster } from "../support/controller-process.ts";
 import {
   addStarter,
+  assertNothingLeft,
   assertAnswers,
   assertDeletedOnce,
   assertHostMatchesStore,
@@ -39,7 +40,11 @@ describe("kill -9 of the controller", () => {
     cl = await startSplitCluster({ subnet: 62, hosts: [{ name: HOST, pool: "shared", az: "osc-fr1-a" }] });
     site = { db: cl.db, stateDir: path.join(cl.dataDir, "hosts", HOST), name: HOST, address: "127.62.0.1" };
   });
-  after(async () => cl?.close());
+  after(async () => {
+    if (!cl) return;
+    await cl.close();
+    await assertNothingLeft(cl.dataDir);
+  });
 
   const api = (m: string, p: string, b?: unknown) => cl.api(m, p, b);
   const agent = () => {

@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { startCluster, type Cluster } from "../support/cluster.ts";
 import {
   addStarter,
+  assertNothingLeft,
   assertAnswers,
   assertHostMatchesStore,
   assertRunningOnce,
@@ -43,7 +44,11 @@ describe("failures the platform heals from", () => {
       address: ADDRESS,
     };
   });
-  after(async () => cl?.close());
+  after(async () => {
+    if (!cl) return;
+    await cl.close();
+    await assertNothingLeft(cl.dataDir);
+  });
 
   const api = (m: string, p: string, b?: unknown) => cl.api(m, p, b);
 

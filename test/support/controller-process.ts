@@ -1,10 +1,11 @@
-// A cluster whose controller runs in a process of its own (`cellar up` without local hosts,
-// against the test's store), so a test can kill -9 it and start it again on the same store
-// and data dir, while the agents (started here) keep running.
+// A cluster whose controller runs in a process of its own (controller-runner.ts, against
+// the test's store), so a test can kill -9 it and start it again on the same store and
+// data dir, while the agents (started here, as `cellar up` would) keep running.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { loadConfig, REPO_ROOT } from "../../src/config.ts";
 import { INTERNAL_CA } from "../../src/engines/tls/pki.ts";
 import { createLogger } from "../../src/log.ts";
@@ -30,7 +31,9 @@ export interface ControllerProcess {
   stop(): Promise<void>;
 }
 
-const READY_LINE = "Cellar is up";
+const RUNNER = fileURLToPath(new URL("./controller-runner.ts", import.meta.url));
+const READY_LINE = "controller ready";
+const START_TIMEOUT_MS = 60_000;
 
 export function controllerProcess(env: Record<string, string>, url: string): ControllerProcess {
   let child: ChildProcess | null = null;
@@ -41,31 +44,38 @@ export function controllerProcess(env: Record<string, string>, url: string): Con
     },
     async start() {
       if (child) throw new Error("the controller process is already running");
-      const proc = spawn(
-        process.execPath,
-        ["--import", "tsx", path.join(REPO_ROOT, "src/main/cli-entry.ts"), "up"],
-        {
-          cwd: REPO_ROOT,
-          env: { ...process.env, ...env },
-          stdio: ["ignore", "pipe", "inherit"],
-        },
-      );
+      // stdin is a pipe the runner watches: it stops with this process, however it ends.
+      const proc = spawn(process.execPath, ["--import", "tsx", RUNNER], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...env },
+        stdio: ["pipe", "pipe", "inherit"],
+      });
       child = proc;
       proc.once("exit", () => {
         if (child === proc) child = null;
       });
       await new Promise<void>((resolve, reject) => {
         let out = "";
-        const onExit = (code: number | null, sig: string | null) =>
-          reject(new Error(`the controller exited before it was up (code ${code}, signal ${sig}): ${out}`));
+        const fail = (why: string) => {
+          clearTimeout(timer);
+          reject(new Error(`the controller did not come up: ${why}: ${out}`));
+        };
+        const onExit = (code: number | null, sig: string | null) => fail(`exit code ${code}, signal ${sig}`);
+        const timer = setTimeout(() => {
+          proc.kill("SIGKILL");
+          fail(`not ready after ${START_TIMEOUT_MS} ms`);
+        }, START_TIMEOUT_MS);
         proc.once("exit", onExit);
-        proc.stdout.on("data", (d: Buffer) => {
+        const onData = (d: Buffer) => {
           out += d.toString("utf8");
-          if (out.includes(READY_LINE)) {
-            proc.off("exit", onExit);
-            resolve();
-          }
-        });
+          if (!out.includes(READY_LINE)) return;
+          clearTimeout(timer);
+          proc.off("exit", onExit);
+          proc.stdout.off("data", onData);
+          proc.stdout.resume();
+          resolve();
+        };
+        proc.stdout.on("data", onData);
       });
     },
     async kill() {
@@ -107,7 +117,6 @@ export async function startSplitCluster(opts: {
     CELLAR_DATABASE_URL: `postgresql://${c.user}@/${c.database}?host=${c.host}&port=${c.port}`,
     CELLAR_PORT: String(port),
     CELLAR_AGENT_PORT: String(agentPort),
-    CELLAR_LOCAL_FLEET: "off",
     CELLAR_RATE_LIMIT_PER_MINUTE: "100000",
     CELLAR_HOST_SILENCE_MS: "4000",
     CELLAR_LOG_LEVEL: process.env.CELLAR_TEST_LOG ? "debug" : "error",
@@ -141,7 +150,8 @@ export async function startSplitCluster(opts: {
 
   try {
     await controller.start();
-    fleet = startLocalFleet(config, createLogger(config.logLevel), {
+    // At warn: an agent that exits on its own is worth a line in the test output.
+    fleet = startLocalFleet(config, createLogger("warn"), {
       controllerUrl: agentUrlOf(config),
       caFile: path.join(dataDir, "pki", INTERNAL_CA, "ca.crt"),
       joinTokenFile: path.join(dataDir, "agent-join-token"),

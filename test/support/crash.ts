@@ -96,6 +96,17 @@ export async function processesUsing(dir: string): Promise<ProcInfo[]> {
   return (await processes()).filter((p) => p.argv.some(inside) || inside(p.cwd));
 }
 
+/** After a cluster is closed: kills whatever still runs in its files, and fails naming it. */
+export async function assertNothingLeft(dir: string): Promise<void> {
+  const left = await processesUsing(dir);
+  for (const p of left) signal(p.pid, "SIGKILL");
+  assert.deepEqual(
+    left.map((p) => `${p.pid} ${p.argv.join(" ")}`),
+    [],
+    `processes left in ${dir} after the cluster closed`,
+  );
+}
+
 /** Postmasters of a data directory (PostgreSQL's children rename themselves, the postmaster does not). */
 export async function postmastersOf(dataDir: string): Promise<ProcInfo[]> {
   return (await processes()).filter(
