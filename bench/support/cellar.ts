@@ -161,6 +161,15 @@ async function bearerOf(controller: Controller): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/** CPU seconds used so far by all instance sandboxes of a host (cgroup accounting). */
+export async function sandboxesCpuSeconds(host: string): Promise<{ sandboxes: number; cpuSeconds: number }> {
+  const runtime = await createIsolationRuntime(await probeIsolation(), { parent: `cellar-${host}` });
+  let cpuSeconds = 0;
+  const names = await runtime.listSandboxes();
+  for (const name of names) cpuSeconds += (await runtime.usage(name).catch(() => null))?.cpuSeconds ?? 0;
+  return { sandboxes: names.length, cpuSeconds };
+}
+
 /** Pids whose command line names `dir` (only this run's processes: the dir is a fresh temp dir). */
 async function processesUnder(dir: string): Promise<number[]> {
   const pids: number[] = [];
