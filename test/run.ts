@@ -47,7 +47,7 @@ async function main(): Promise<number> {
       process.execPath,
       ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...files],
       {
-        stdio: "inherit",
+        stdio: ["ignore", "pipe", "inherit"],
         env: {
           ...process.env,
           CELLAR_TEST_PG_HOST: cluster.socketDir,
@@ -55,7 +55,29 @@ async function main(): Promise<number> {
         },
       },
     );
-    return await new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? 1)));
+    return await new Promise<number>((resolve) => {
+      // The runner prints its summary, then waits for every pipe it handed out to close. A
+      // process that a test leaked keeps one open and would hang the run: that is a failure.
+      let tail = "";
+      let timer: NodeJS.Timeout | undefined;
+      child.stdout.on("data", (chunk: Buffer) => {
+        process.stdout.write(chunk);
+        tail = (tail + chunk.toString()).slice(-4096);
+        if (!timer && /^# duration_ms /m.test(tail)) {
+          timer = setTimeout(() => {
+            process.stdout.write(
+              "\ntest runner still open 60 s after its summary: a test leaked a process holding its output\n",
+            );
+            child.kill("SIGKILL");
+            resolve(1);
+          }, 60_000);
+        }
+      });
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        resolve(code ?? 1);
+      });
+    });
   } finally {
     await cleanup();
   }
