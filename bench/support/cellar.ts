@@ -110,7 +110,7 @@ export async function startBenchCellar(opts: {
     }
     const leftovers = await stopLeftovers(dataDir);
     if (leftovers)
-      console.error(`warning: ${leftovers} process(es) of this run outlived their agent; stopped them`);
+      console.error(`warning: processes of this run outlived their agent (${leftovers}); stopped them`);
     await fs.rm(dataDir, { recursive: true, force: true });
   };
 
@@ -185,8 +185,13 @@ async function processesUnder(dir: string): Promise<number[]> {
  * Safety net: daemons are detached by design (they survive an agent restart), so any that
  * an agent failed to stop would outlive the run. SIGTERM, then SIGKILL after 10 s.
  */
-async function stopLeftovers(dir: string): Promise<number> {
+async function stopLeftovers(dir: string): Promise<string> {
   const pids = await processesUnder(dir);
+  const names = new Map<string, number>();
+  for (const pid of pids) {
+    const comm = (await fs.readFile(`/proc/${pid}/comm`, "utf8").catch(() => "?")).trim();
+    names.set(comm, (names.get(comm) ?? 0) + 1);
+  }
   const signal = (sig: NodeJS.Signals) => (pid: number) => {
     try {
       process.kill(pid, sig);
@@ -200,7 +205,7 @@ async function stopLeftovers(dir: string): Promise<number> {
     10_000,
     async () => (await processesUnder(dir)).length === 0,
   ).catch(async () => (await processesUnder(dir)).forEach(signal("SIGKILL")));
-  return pids.length;
+  return [...names].map(([name, n]) => `${n} ${name}`).join(", ");
 }
 
 /** The agent's socket directory (mirrors src/main/agent-main.ts), removed at the end. */
