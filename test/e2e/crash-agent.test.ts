@@ -24,6 +24,7 @@ import {
   pathExists,
   postmastersOf,
   processesUsing,
+  removeHostResidue,
   runDirOf,
   settledIn,
   signal,
@@ -51,6 +52,7 @@ describe("kill -9 of a host agent", () => {
     if (!cl) return;
     await cl.close();
     await assertNothingLeft(cl.dataDir);
+    await removeHostResidue(site.stateDir, HOST);
   });
 
   const agent = (): ChildProcess => {

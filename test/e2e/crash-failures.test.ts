@@ -14,6 +14,7 @@ import {
   assertRunningOnce,
   instancesOf,
   phaseOf,
+  removeHostResidue,
   signal,
   waitUntil,
   type HostSite,
@@ -48,6 +49,7 @@ describe("failures the platform heals from", () => {
     if (!cl) return;
     await cl.close();
     await assertNothingLeft(cl.dataDir);
+    await removeHostResidue(site.stateDir, HOST);
   });
 
   const api = (m: string, p: string, b?: unknown) => cl.api(m, p, b);

@@ -14,10 +14,8 @@ import { startLocalFleet, type Fleet, type LocalHost } from "../../src/main/flee
 import { createDb, type Db } from "../../src/store/db.ts";
 import { insertToken, insertUser } from "../../src/store/users.store.ts";
 import { freePort } from "./cluster.ts";
-import { killNow, waitUntil } from "./crash.ts";
+import { killNow, removeHostResidue, waitUntil } from "./crash.ts";
 import { freshDb } from "./db.ts";
-import { createIsolationRuntime } from "../../src/runtime/factory.ts";
-import { probeIsolation } from "../../src/runtime/probe.ts";
 
 export interface ControllerProcess {
   readonly url: string;
@@ -138,11 +136,8 @@ export async function startSplitCluster(opts: {
   const close = async () => {
     await fleet?.stop();
     await controller.stop();
-    const probe = await probeIsolation();
-    for (const h of hosts) {
-      const runtime = await createIsolationRuntime(probe, { parent: `cellar-${h.name}` });
-      for (const name of await runtime.listSandboxes()) await runtime.removeSandbox(name);
-    }
+    // Sandboxes (cgroups) outlive a stopped agent by design: remove this cluster's.
+    for (const h of hosts) await removeHostResidue(path.join(dataDir, "hosts", h.name), h.name);
     await db.close();
     await tdb.drop();
     await fs.rm(dataDir, { recursive: true, force: true });

@@ -7,6 +7,7 @@ import path from "node:path";
 import { HostLayout } from "../../src/engines/postgresql/host-layout.ts";
 import { shortRunDir } from "../../src/main/agent-main.ts";
 import { createIsolationRuntime } from "../../src/runtime/factory.ts";
+import { sandboxNameFor } from "../../src/runtime/limits.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import type { Queryable } from "../../src/store/db.ts";
 import { connectVerified } from "./cluster.ts";
@@ -105,6 +106,20 @@ export async function assertNothingLeft(dir: string): Promise<void> {
     [],
     `processes left in ${dir} after the cluster closed`,
   );
+}
+
+/**
+ * What a closed cluster leaves of a host by design (sandboxes outlive their agent): its
+ * empty parent cgroups and its run directory. Call after the cluster's own close.
+ */
+export async function removeHostResidue(stateDir: string, hostName: string): Promise<void> {
+  const runtime = await createIsolationRuntime(await probeIsolation(), { parent: `cellar-${hostName}` });
+  for (const name of await runtime.listSandboxes()) await runtime.removeSandbox(name);
+  // rmdir refuses a cgroup that still holds one: only empty parents go.
+  for (const file of runtime.procsFiles(sandboxNameFor("inst-x"))) {
+    await fs.rmdir(path.dirname(path.dirname(file))).catch(() => undefined);
+  }
+  await fs.rm(shortRunDir(stateDir), { recursive: true, force: true });
 }
 
 /** Postmasters of a data directory (PostgreSQL's children rename themselves, the postmaster does not). */
