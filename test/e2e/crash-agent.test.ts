@@ -8,14 +8,10 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startCluster, type Cluster } from "../support/cluster.ts";
 import {
-  addStarter,
+  addBallast,
   assertNothingLeft,
-  assertAnswers,
-  assertDeletedOnce,
   assertHostMatchesStore,
-  assertRunningOnce,
   instanceDir,
-  instancesOf,
   isAlive,
   holdTemplateInitdb,
   killNow,
@@ -26,12 +22,20 @@ import {
   processesUsing,
   removeHostResidue,
   runDirOf,
-  settledIn,
   signal,
   templateDirOf,
+  waitNodeBeingRemoved,
   waitUntil,
   type HostSite,
 } from "../support/crash.ts";
+import {
+  addStarter,
+  assertAnswers,
+  assertDeletedOnce,
+  assertRunningOnce,
+  instancesOf,
+  settledIn,
+} from "../support/crash-db.ts";
 
 const HOST = "crash-agent-s1";
 
@@ -136,21 +140,15 @@ describe("kill -9 of a host agent", () => {
     const dataDir = nodeDataDir(site, node.id);
     const [master] = await postmastersOf(dataDir);
     assert.ok(master);
-    // A stopped postmaster holds the agent in `pg_ctl stop` until it is let go.
-    signal(master.pid, "SIGSTOP");
+    const ballast = await addBallast(site, node.id);
+    assert.equal((await cl.api("DELETE", `/v1/apps/${secondApp}/addons/${second}`)).status, 204);
+    await waitNodeBeingRemoved(master.pid, ballast);
+    const proc = agent();
+    signal(proc.pid!, "SIGSTOP");
     try {
-      assert.equal((await cl.api("DELETE", `/v1/apps/${secondApp}/addons/${second}`)).status, 204);
-      await waitUntil(
-        "the agent to stop the node",
-        async () =>
-          (await processesUsing(dataDir)).some(
-            (p) => p.argv[0]?.endsWith("/pg_ctl") && p.argv.includes("stop"),
-          ),
-        { intervalMs: 10 },
-      );
-      await killNow(agent());
+      assert.equal(await pathExists(ballast), true, "frozen while it removes the node's files");
     } finally {
-      signal(master.pid, "SIGCONT");
+      await killNow(proc);
     }
     cl.fleet.startAgent(HOST);
 

@@ -7,28 +7,31 @@ import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { startSplitCluster, type SplitCluster } from "../support/controller-process.ts";
 import {
-  addStarter,
+  addBallast,
   assertNothingLeft,
-  assertAnswers,
-  assertDeletedOnce,
   assertHostMatchesStore,
-  assertRunningOnce,
   holdTemplateInitdb,
   instanceDir,
-  instancesOf,
   killNow,
   nodeDataDir,
   nodeWaitingForTemplate,
   pathExists,
-  phaseOf,
   postmastersOf,
-  processesUsing,
   runDirOf,
-  settledIn,
   signal,
+  waitNodeBeingRemoved,
   waitUntil,
   type HostSite,
 } from "../support/crash.ts";
+import {
+  addStarter,
+  assertAnswers,
+  assertDeletedOnce,
+  assertRunningOnce,
+  instancesOf,
+  phaseOf,
+  settledIn,
+} from "../support/crash-db.ts";
 
 const HOST = "crash-ctl-s1";
 
@@ -118,22 +121,11 @@ describe("kill -9 of the controller", () => {
     const dataDir = nodeDataDir(site, node.id);
     const [master] = await postmastersOf(dataDir);
     assert.ok(master);
-    // A stopped postmaster holds the agent in `pg_ctl stop`: the delete is under way.
-    signal(master.pid, "SIGSTOP");
-    try {
-      assert.equal((await api("DELETE", `/v1/apps/crash-ctl-2/addons/${second}`)).status, 204);
-      await waitUntil(
-        "the agent to stop the node",
-        async () =>
-          (await processesUsing(dataDir)).some(
-            (p) => p.argv[0]?.endsWith("/pg_ctl") && p.argv.includes("stop"),
-          ),
-        { intervalMs: 10 },
-      );
-      await cl.controller.kill();
-    } finally {
-      signal(master.pid, "SIGCONT");
-    }
+    const ballast = await addBallast(site, node.id);
+    assert.equal((await api("DELETE", `/v1/apps/crash-ctl-2/addons/${second}`)).status, 204);
+    await waitNodeBeingRemoved(master.pid, ballast);
+    await cl.controller.kill();
+    assert.equal(await pathExists(ballast), true, "killed while the agent removes the node's files");
     await cl.controller.start();
     await waitUntil("the deletion to finish", settledIn(cl.db, second, "deleted"), { timeoutMs: 40_000 });
     await assertDeletedOnce(cl.db, second);

@@ -7,18 +7,14 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startCluster, type Cluster } from "../support/cluster.ts";
 import {
-  addStarter,
   assertNothingLeft,
-  assertAnswers,
   assertHostMatchesStore,
-  assertRunningOnce,
-  instancesOf,
-  phaseOf,
   removeHostResidue,
   signal,
   waitUntil,
   type HostSite,
 } from "../support/crash.ts";
+import { addStarter, assertAnswers, assertRunningOnce, instancesOf, phaseOf } from "../support/crash-db.ts";
 
 const HOST = "crash-fail-s1";
 const ADDRESS = "127.63.0.1";
@@ -53,6 +49,17 @@ describe("failures the platform heals from", () => {
   });
 
   const api = (m: string, p: string, b?: unknown) => cl.api(m, p, b);
+  /** The database as the database API shows it (with an add-on token, as clients do). */
+  const viaDatabaseApi = async (app: string, addonId: string) => {
+    const tok = await api("POST", `/v1/apps/${app}/addons/${addonId}/token`);
+    assert.equal(tok.status, 200);
+    const res = await fetch(`${cl.controller.url}/api/databases/${addonId}`, {
+      headers: { authorization: `Bearer ${tok.json.addon.token}` },
+    });
+    assert.equal(res.status, 200);
+    return ((await res.json()) as { database: { status: string; phase: string; phase_reason: string } })
+      .database;
+  };
 
   it("a node whose port is taken fails with a reason naming it, backs off, and heals once the port is free", async () => {
     // Ports are handed out lowest free first from 20000, the node before its gateway.
@@ -92,6 +99,9 @@ describe("failures the platform heals from", () => {
       assert.match(db.reason, new RegExp(`node ${node.id} on ${HOST}: failed: .*:${port}.*already in use`));
       const addon = await api("GET", `/v1/apps/crash-fail-1/addons/${id}`);
       assert.equal(addon.json.addon.status, "provisioning");
+      const shown = await viaDatabaseApi("crash-fail-1", id);
+      assert.equal(shown.status, "creating");
+      assert.match(shown.phase_reason, new RegExp(`:${port}.*already in use`));
       // 1 s, then 2 s, then 4 s: not a retry on every heartbeat.
       assert.deepEqual(
         [1, 2, 3].map((n) => attempts.get(n)?.nextS),
@@ -139,6 +149,7 @@ describe("failures the platform heals from", () => {
       );
       assert.match(reason, new RegExp(`host ${HOST} is unreachable`));
       assert.equal((await phaseOf(site.db, id)).phase, "running", "its data plane may still serve");
+      assert.match((await viaDatabaseApi("crash-fail-1", id)).phase_reason, /is unreachable/);
     } finally {
       signal(agent.pid, "SIGCONT");
     }
