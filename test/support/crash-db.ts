@@ -4,8 +4,16 @@ import assert from "node:assert/strict";
 import type { Queryable } from "../../src/store/db.ts";
 import { connectVerified } from "./cluster.ts";
 
-/** The database converged once: one node and one gateway, running, its work done once. */
-export async function assertRunningOnce(db: Queryable, databaseId: string): Promise<void> {
+/**
+ * The database converged once: one node and one gateway, running, its work done once, and
+ * (unless `transitions` is false: a database may rightly leave running and come back when
+ * its host was lost) it became running once.
+ */
+export async function assertRunningOnce(
+  db: Queryable,
+  databaseId: string,
+  opts: { transitions?: boolean } = {},
+): Promise<void> {
   const { rows: dbs } = await db.query(
     "SELECT phase, phase_reason, generation, observed_generation FROM databases WHERE id = $1",
     [databaseId],
@@ -38,6 +46,7 @@ export async function assertRunningOnce(db: Queryable, databaseId: string): Prom
     vars.map((v) => `${v.name}x${v.n}`),
     ["DATABASE_URLx1", "SCALINGO_POSTGRESQL_URLx1"],
   );
+  if (opts.transitions === false) return;
   const { rows: events } = await db.query(
     `SELECT count(*)::int AS n FROM events WHERE database_id = $1 AND type = 'addon_updated'
        AND type_data->'status'->>1 = 'running'`,
