@@ -18,6 +18,8 @@ export class ControllerError extends Error {
   }
 }
 
+class StaleSocketError extends Error {}
+
 export class ControllerClient {
   private token: string | null = null;
   constructor(private readonly opts: ControllerClientOptions) {}
@@ -26,7 +28,18 @@ export class ControllerClient {
     this.token = token;
   }
 
-  request<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 40_000): Promise<T> {
+    try {
+      return await this.once<T>(method, path, body, timeoutMs);
+    } catch (err) {
+      // A kept-alive socket the listener closed just as it was reused: the request never
+      // reached it, so sending it once more on a fresh socket is safe.
+      if (!(err instanceof StaleSocketError)) throw err;
+      return this.once<T>(method, path, body, timeoutMs);
+    }
+  }
+
+  private once<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
     const url = new URL(this.opts.url.replace(/\/$/, "") + path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept: "application/json" };
@@ -55,7 +68,10 @@ export class ControllerClient {
         },
       );
       req.on("timeout", () => req.destroy(new Error(`${method} ${path}: timed out`)));
-      req.on("error", reject);
+      req.on("error", (err: NodeJS.ErrnoException) => {
+        const stale = req.reusedSocket && err.code === "ECONNRESET";
+        reject(stale ? new StaleSocketError(err.message) : err);
+      });
       req.end(payload);
     });
   }

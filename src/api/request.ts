@@ -6,12 +6,12 @@ export const MAX_BODY_BYTES = 64 * 1024;
 
 export type Json = Record<string, unknown>;
 
-/** Parses a JSON object body; an empty body is `{}`. */
-export async function readJson(c: Context): Promise<Json> {
+/** Parses a JSON object body of at most `maxBytes`; an empty body is `{}`. */
+export async function readJson(c: Context, maxBytes = MAX_BODY_BYTES): Promise<Json> {
   const declared = Number(c.req.header("content-length") ?? "0");
-  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  if (declared > maxBytes) throw tooLarge(maxBytes);
   const buf = await c.req.arrayBuffer();
-  if (buf.byteLength > MAX_BODY_BYTES) throw tooLarge();
+  if (buf.byteLength > maxBytes) throw tooLarge(maxBytes);
   const text = new TextDecoder().decode(buf).trim();
   if (text === "") return {};
   let parsed: unknown;
@@ -26,8 +26,8 @@ export async function readJson(c: Context): Promise<Json> {
   return parsed as Json;
 }
 
-function tooLarge(): CellarError {
-  return new CellarError("payload_too_large", `request body larger than ${MAX_BODY_BYTES} bytes`);
+function tooLarge(maxBytes: number): CellarError {
+  return new CellarError("payload_too_large", `request body larger than ${maxBytes} bytes`);
 }
 
 /** The rooted object (`{"addon": {...}}`); clients that send it unwrapped are accepted too. */

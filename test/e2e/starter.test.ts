@@ -64,7 +64,7 @@ describe("Starter PostgreSQL add-on, end to end", () => {
     assert.equal(out.toString().trim(), "kept across plan changes");
   });
 
-  it("runs PostgreSQL inside its sandbox, with the plan's memory limit", async () => {
+  it("runs PostgreSQL inside its sandbox, with the plan's memory limit and CPU quota", async () => {
     const dir = path.join(cl.dataDir, "hosts", "e2e-starter-s1", "instances");
     const nodes = [];
     for (const id of await fs.readdir(dir)) {
@@ -84,6 +84,12 @@ describe("Starter PostgreSQL add-on, end to end", () => {
       "utf8",
     );
     assert.equal(Number(limit), 512 * 1024 * 1024);
+    // The node was set up with spare CPU; once it runs, the plan's 0.25 vCPU applies.
+    const cpu = cgroups.split("\n").find((l) => /:cpu,cpuacct:|:cpu:/.test(l));
+    const cpuDir = path.join("/sys/fs/cgroup/cpu", cpu!.split(":")[2]!);
+    const quota = Number(await fs.readFile(path.join(cpuDir, "cpu.cfs_quota_us"), "utf8"));
+    const period = Number(await fs.readFile(path.join(cpuDir, "cpu.cfs_period_us"), "utf8"));
+    assert.equal(quota / period, 0.25);
   });
 
   it("rejects a wrong password", async () => {

@@ -21,6 +21,7 @@ describe("planPostgresSettings", () => {
         effectiveCacheSizeMb: 384,
         workMemKb: 5957, // (512-128)*1024/33/2
         maintenanceWorkMemMb: 32,
+        autovacuumNaptimeS: 300,
       },
     },
     {
@@ -32,6 +33,7 @@ describe("planPostgresSettings", () => {
         effectiveCacheSizeMb: 3072,
         workMemKb: 6472,
         maintenanceWorkMemMb: 256,
+        autovacuumNaptimeS: 60,
       },
     },
     {
@@ -44,6 +46,7 @@ describe("planPostgresSettings", () => {
         effectiveCacheSizeMb: 3072,
         workMemKb: 4096,
         maintenanceWorkMemMb: 256,
+        autovacuumNaptimeS: 60,
       },
     },
     {
@@ -55,6 +58,7 @@ describe("planPostgresSettings", () => {
         effectiveCacheSizeMb: 49152,
         workMemKb: 4096,
         maintenanceWorkMemMb: 2048, // capped
+        autovacuumNaptimeS: 60,
       },
     },
   ];
@@ -67,6 +71,12 @@ describe("planPostgresSettings", () => {
   it("derives connections from RAM when the plan has none: 60/GB Shared, 100/GB Dedicated", () => {
     assert.equal(planPostgresSettings({ ramMb: 2048, model: "shared" }).maxConnections, 120 + 3);
     assert.equal(planPostgresSettings({ ramMb: 2048, model: "dedicated" }).maxConnections, 200 + 3);
+  });
+
+  it("wakes autovacuum every 5 minutes on small Shared plans, every minute elsewhere", () => {
+    assert.equal(planPostgresSettings({ ramMb: 1024, model: "shared" }).autovacuumNaptimeS, 300);
+    assert.equal(planPostgresSettings({ ramMb: 2048, model: "shared" }).autovacuumNaptimeS, 60);
+    assert.equal(planPostgresSettings({ ramMb: 1024, model: "dedicated" }).autovacuumNaptimeS, 60);
   });
 
   it("keeps maintenance_work_mem at 16 MB or more on tiny plans", () => {

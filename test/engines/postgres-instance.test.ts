@@ -11,7 +11,7 @@ import { PortInUseError } from "../../src/engines/postgresql/errors.ts";
 import { PostgresInstance } from "../../src/engines/postgresql/instance.ts";
 import { PG_BIN_DIR } from "../../src/engines/postgresql/local-cluster.ts";
 import { planPostgresSettings } from "../../src/engines/postgresql/plan-settings.ts";
-import { isProcessAlive } from "../../src/engines/postgresql/process-watch.ts";
+import { isProcessAlive, waitFor } from "../../src/engines/postgresql/process-watch.ts";
 import { queryOnce } from "../../src/engines/postgresql/superuser.ts";
 import { type CertificateAuthority, ensureCa } from "../../src/engines/tls/certificates.ts";
 import { freePort, loopbackPrefix, scratchDir, tcpConnectResult, timed } from "./engine-fixtures.ts";
@@ -198,6 +198,19 @@ describe("PostgresInstance (real PostgreSQL 15)", () => {
     );
     assert.equal(await other.isReady(), false);
     console.log(`timing: initdb ${initdbMs} ms`);
+  });
+
+  it("tells a ready server from a stopped one without connecting (seemsReady)", async () => {
+    assert.equal(await inst.seemsReady(), true);
+    await inst.stop();
+    assert.equal(await inst.seemsReady(), false);
+    await inst.start();
+    assert.equal(await inst.seemsReady(), true);
+    // Killed: postmaster.pid still says "ready", but its postmaster is gone (or a zombie).
+    process.kill((await inst.postmasterPid())!, "SIGKILL");
+    await waitFor("the postmaster to die", async () => !(await inst.seemsReady()), 10_000);
+    await inst.start();
+    assert.equal(await inst.seemsReady(), true);
   });
 
   it("destroy leaves no process, no directory, and refuses connections", async () => {

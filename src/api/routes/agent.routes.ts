@@ -3,7 +3,7 @@
 // it long-polls its desired instances and reports what it observes (the heartbeat).
 import { timingSafeEqual } from "node:crypto";
 import { Hono } from "hono";
-import { CellarError, UnauthorizedError, ValidationError } from "../../domain/errors.ts";
+import { UnauthorizedError, ValidationError } from "../../domain/errors.ts";
 import { newTokenSecret } from "../../store/users.store.ts";
 import {
   findHostByName,
@@ -28,6 +28,9 @@ import { bearerOf } from "../auth.ts";
 import { readJson, str, type Json } from "../request.ts";
 
 type AgentEnv = { Variables: { host: Host } };
+
+/** A report carries every instance of the host (~250 bytes each): room for thousands. */
+const MAX_REPORT_BYTES = 8 * 1024 * 1024;
 
 const STATUSES: InstanceStatus[] = [
   "booting",
@@ -140,7 +143,8 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
 
   app.post("/hosts/self/report", async (c) => {
     const host = c.get("host");
-    const body = await readJson(c);
+    // Every instance of the host, with its usage: hundreds on a full shared host.
+    const body = await readJson(c, MAX_REPORT_BYTES);
     const list = Array.isArray(body.instances) ? (body.instances as Json[]) : [];
     const reports: InstanceReport[] = list.map((r) => {
       const status = String(r.status) as InstanceStatus;
@@ -168,7 +172,7 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
   });
 
   app.post("/hosts/self/logs", async (c) => {
-    const body = await readLargeJson(c, 2 * MAX_TAIL_BYTES);
+    const body = await readJson(c, 2 * MAX_TAIL_BYTES);
     const list = Array.isArray(body.logs) ? (body.logs as Json[]) : [];
     const tails = list
       .filter((l) => typeof l.id === "string" && typeof l.text === "string")
@@ -178,23 +182,6 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
   });
 
   return app;
-}
-
-/** A JSON object body up to `maxBytes` (log tails are larger than the API's usual bodies). */
-async function readLargeJson(
-  c: { req: { arrayBuffer(): Promise<ArrayBuffer> } },
-  maxBytes: number,
-): Promise<Json> {
-  const buf = await c.req.arrayBuffer();
-  if (buf.byteLength > maxBytes)
-    throw new CellarError("payload_too_large", `body larger than ${maxBytes} bytes`);
-  try {
-    const parsed: unknown = JSON.parse(new TextDecoder().decode(buf));
-    if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) return parsed as Json;
-  } catch {
-    // reported below
-  }
-  throw ValidationError.field("logs", "the body must be a JSON object {logs: [{id, text}]}");
 }
 
 function numbersOf(v: unknown): Record<string, number> {

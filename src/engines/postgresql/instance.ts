@@ -16,7 +16,7 @@ import { CommandFailedError, EngineError, PortInUseError } from "./errors.ts";
 import { PG_BIN_DIR, PG_OS_USER } from "./local-cluster.ts";
 import { renderCellarConf, renderPgHba } from "./pg-config.ts";
 import type { PlanSettings } from "./plan-settings.ts";
-import { isProcessAlive, processCommandLine, waitFor } from "./process-watch.ts";
+import { isProcessAlive, livePidsTitled, processCommandLine, waitFor } from "./process-watch.ts";
 import { ensureRoleAndDatabase, type RoleAndDatabase } from "./roles.ts";
 import { queryOnce } from "./superuser.ts";
 
@@ -151,6 +151,17 @@ export class PostgresInstance {
     return cmdline?.some((arg) => arg.includes("postgres")) ?? false;
   }
 
+  /**
+   * The heartbeat's look: postmaster.pid says the server is ready and its postmaster is alive.
+   * No connection is made, so an idle node is not woken (each connection forks a backend
+   * inside the node's CPU quota). Start, restart and the controller's check still connect.
+   */
+  async seemsReady(): Promise<boolean> {
+    const raw = await fs.readFile(path.join(this.dataDir, "postmaster.pid"), "utf8").catch(() => "");
+    // Line 8 of postmaster.pid is the server's state: "starting", "ready", "stopping".
+    return raw.split("\n")[7]?.trim() === "ready" && (await this.postmasterAlive());
+  }
+
   /** Answers a query on its socket (a connection, not kill -0: zombies pass kill -0). */
   async isReady(): Promise<boolean> {
     return queryOnce(this.superuserConfig(), "SELECT 1").then(
@@ -171,6 +182,7 @@ export class PostgresInstance {
       );
       return { started: false };
     }
+    if ((await this.postmasterPid()) !== null) await this.clearCrashedPostmaster();
     const owner = postgresUser();
     await ensureDir(this.socketDir, 0o700, owner);
     await ensureDir(this.logDir, 0o700, owner);
@@ -204,6 +216,33 @@ export class PostgresInstance {
       throw await this.explainStartFailure(err, logOffset, since);
     }
     return { started: true };
+  }
+
+  /**
+   * After a postmaster was killed outright: its children linger a moment, still attached to
+   * its shared memory, and the dead postmaster may stay a zombie, which PostgreSQL's own
+   * lock-file check (kill -0) takes for a running server. Once the children are gone, the
+   * stale postmaster.pid is removed. (A clean stop removes that file, so only a crash pays
+   * for this scan of /proc.)
+   */
+  private async clearCrashedPostmaster(): Promise<void> {
+    await waitFor(
+      `the processes of the previous postmaster of ${this.opts.id} to exit`,
+      async () => (await livePidsTitled(`postgres: ${this.opts.id}: `)).length === 0,
+      START_TIMEOUT_S * 1000,
+    );
+    const pid = await this.postmasterPid();
+    if (pid === null || (await this.postmasterAlive())) return;
+    // The socket's lock file names the same dead postmaster: it goes too, with its socket.
+    for (const name of await fs.readdir(this.socketDir).catch(() => [] as string[])) {
+      if (!/^\.s\.PGSQL\.\d+\.lock$/.test(name)) continue;
+      const lock = path.join(this.socketDir, name);
+      const owner = Number((await fs.readFile(lock, "utf8").catch(() => "")).split("\n")[0]);
+      if (owner !== pid) continue;
+      await fs.rm(lock.replace(/\.lock$/, ""), { force: true });
+      await fs.rm(lock, { force: true });
+    }
+    await fs.rm(path.join(this.dataDir, "postmaster.pid"), { force: true });
   }
 
   private async explainStartFailure(err: unknown, logOffset: number, since: number): Promise<Error> {

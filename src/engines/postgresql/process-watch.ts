@@ -20,6 +20,17 @@ export async function processCommandLine(pid: number): Promise<string[] | null> 
   return raw === null || raw === "" ? null : raw.replace(/\0$/, "").split("\0");
 }
 
+/** Live processes whose title (argv[0]) starts with `prefix`, e.g. a cluster's "postgres: inst-x: ". */
+export async function livePidsTitled(prefix: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const name of await fs.readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const argv = await processCommandLine(Number(name));
+    if (argv?.[0]?.startsWith(prefix) && (await isProcessAlive(Number(name)))) found.push(Number(name));
+  }
+  return found;
+}
+
 /** Does something accept TCP connections on host:port? */
 export function acceptsTcp(host: string, port: number, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
