@@ -66,7 +66,7 @@ export function inNetns(ns: string, argv: readonly string[]): string[] {
   return ["nsenter", `--net=${path.join(NETNS_DIR, ns)}`, "--", ...argv];
 }
 
-function ip(args: readonly string[], stdin?: string): Promise<string> {
+export function ip(args: readonly string[], stdin?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile("ip", args, { timeout: 10_000 }, (err, stdout, stderr) => {
       if (err)
@@ -77,16 +77,17 @@ function ip(args: readonly string[], stdin?: string): Promise<string> {
   });
 }
 
-interface IpLink {
+export interface IpLink {
   ifindex: number;
   ifname: string;
   link_index?: number;
+  master?: string;
   flags?: string[];
   addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
 }
 
 /** `ip -j addr show` of the host namespace or of `ns`; [] when the namespace is unusable. */
-async function links(ns: string | null, dev?: string): Promise<IpLink[]> {
+export async function links(ns: string | null, dev?: string): Promise<IpLink[]> {
   const args = [...(ns ? ["-n", ns] : []), "-j", "addr", "show", ...(dev ? ["dev", dev] : [])];
   return ip(args).then(
     (out) => JSON.parse(out || "[]") as IpLink[],
@@ -94,8 +95,8 @@ async function links(ns: string | null, dev?: string): Promise<IpLink[]> {
   );
 }
 
-const inet = (l: IpLink | undefined) => (l?.addr_info ?? []).filter((a) => a.family === "inet");
-const isUp = (l: IpLink | undefined) => l?.flags?.includes("UP") ?? false;
+export const inet = (l: IpLink | undefined) => (l?.addr_info ?? []).filter((a) => a.family === "inet");
+export const isUp = (l: IpLink | undefined) => l?.flags?.includes("UP") ?? false;
 
 const exists = (p: string) =>
   fs.access(p).then(
