@@ -10,6 +10,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type pg from "pg";
 import { type CertificateAuthority, type CertificateNames, issueServerCert } from "../tls/certificates.ts";
+import type { ArchiveSettings } from "./backup/pgbackrest-config.ts";
 import { ensureDir, postgresUser, runCommand, runPgBinary, writeFileAtomic } from "./command.ts";
 import { buildDataDirAtomically, isDataDir, pathExists, type PgTemplate, runInitdb } from "./data-dir.ts";
 import { CommandFailedError, EngineError, PortInUseError } from "./errors.ts";
@@ -43,6 +44,8 @@ export interface PostgresInstanceOptions {
 export interface ConfigureOptions {
   /** Refuse non-TLS connections (the force-ssl feature; default on Dedicated). */
   forceTls: boolean;
+  /** WAL archiving into the node's backup repository (backup/pgbackrest-config.ts). */
+  archive?: ArchiveSettings | undefined;
 }
 
 const START_TIMEOUT_S = 60;
@@ -120,6 +123,7 @@ export class PostgresInstance {
         caFile: path.join(this.tlsDir, "ca.crt"),
       },
       clusterName: this.opts.id,
+      archive: opts.archive,
     });
     const confChanged = await writeFileAtomic(path.join(this.dataDir, "cellar.conf"), conf, 0o600, owner);
     const hbaChanged = await writeFileAtomic(

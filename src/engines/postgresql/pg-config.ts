@@ -1,4 +1,5 @@
 // Rendering of an instance's configuration files. Pure: the instance writes them.
+import type { ArchiveSettings } from "./backup/pgbackrest-config.ts";
 import type { PlanSettings } from "./plan-settings.ts";
 
 export interface InstanceConfigInput {
@@ -10,6 +11,8 @@ export interface InstanceConfigInput {
   tls: { certFile: string; keyFile: string; caFile: string };
   /** Shown in process titles (`postgres: inst-xxx: checkpointer`), so ps names the instance. */
   clusterName: string;
+  /** Continuous archiving (backup/pgbackrest-config.ts); absent: no archiving. */
+  archive?: ArchiveSettings | undefined;
 }
 
 /** Quotes a value as a postgresql.conf string literal. */
@@ -53,6 +56,16 @@ export function postgresConfEntries(input: InstanceConfigInput): Array<[string, 
     ["log_rotation_age", "0"],
     ["log_line_prefix", confString("%m [%p] %q%u@%d ")],
     ["log_timezone", confString("UTC")],
+    ...archiveEntries(input.archive),
+  ];
+}
+
+function archiveEntries(archive: ArchiveSettings | undefined): Array<[string, string]> {
+  if (!archive) return [];
+  return [
+    ["archive_mode", "on"],
+    ["archive_command", confString(archive.command)],
+    ["archive_timeout", confString(`${archive.timeoutS}s`)],
   ];
 }
 

@@ -1,0 +1,305 @@
+// What the agent does for the backups of its nodes. Before a node starts: its pgBackRest
+// config, and a restore its spec asks for (restore.ts, resumable). While it runs, in the
+// background: the stanza, a full backup when one is due (none yet, a new timeline, or the
+// newest too old), and how far the archive reaches. What it finds goes into the node's
+// report; the repository is the source of truth, so a killed agent simply looks again.
+import fs from "node:fs/promises";
+import path from "node:path";
+import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
+import type { PostgresInstance } from "../engines/postgresql/instance.ts";
+import { readArchiveStatus, type ArchiveStatus } from "../engines/postgresql/backup/archive-status.ts";
+import { backupReportOf, fullBackupDue, type StanzaInfo } from "../engines/postgresql/backup/backup-info.ts";
+import { ensureRepository, PgBackRest, PgBackRestError } from "../engines/postgresql/backup/pgbackrest.ts";
+import {
+  archiveSettings,
+  renderPgBackRestConf,
+  type ArchiveSettings,
+  type NodeBackupPaths,
+} from "../engines/postgresql/backup/pgbackrest-config.ts";
+import { InPlaceRestore } from "../engines/postgresql/backup/restore.ts";
+import type { BackupReport, NodeBackupSpec, RestoreOutcome } from "../engines/postgresql/backup/types.ts";
+
+/** The stanza's backup list is re-read at least this often (it changes only with backups). */
+const INFO_REFRESH_MS = 10 * 60_000;
+/** Longest wait before a failed check or backup is tried again. */
+const MAX_RETRY_MS = 30 * 60_000;
+
+interface Tracked {
+  id: string;
+  spec: NodeBackupSpec;
+  node: PostgresInstance;
+  report: BackupReport | null;
+  stanzaReady: boolean;
+  info: StanzaInfo | null;
+  infoAt: number;
+  nextAt: number;
+  failures: number;
+  failure: BackupReport["failure"];
+  restore: RestoreOutcome | null;
+  restoring: boolean;
+  job: { done: Promise<void>; abort: AbortController } | null;
+}
+
+export interface NodeBackupsOptions {
+  /** The instance's directory (<stateDir>/instances/<id>): backup files go beside the node. */
+  dirOf(id: string): string;
+  now?: () => Date;
+  /** Full backups at once on this host (each reads a whole data dir). */
+  maxConcurrentBackups?: number;
+}
+
+export class NodeBackups {
+  private readonly nodes = new Map<string, Tracked>();
+  private readonly slots: Slots;
+
+  constructor(private readonly opts: NodeBackupsOptions) {
+    this.slots = new Slots(opts.maxConcurrentBackups ?? 1);
+  }
+
+  private now(): Date {
+    return this.opts.now?.() ?? new Date();
+  }
+
+  paths(id: string): NodeBackupPaths {
+    const work = path.join(this.opts.dirOf(id), "backup");
+    return {
+      configFile: path.join(work, "pgbackrest.conf"),
+      lockDir: path.join(work, "lock"),
+      logDir: path.join(work, "log"),
+    };
+  }
+
+  private stateFile(id: string): string {
+    return path.join(this.opts.dirOf(id), "backup-restore.json");
+  }
+
+  /** The archive settings of a node's configuration (none without a backup spec). */
+  archiveOf(id: string, spec: NodeBackupSpec | undefined): ArchiveSettings | undefined {
+    return spec ? archiveSettings(spec, this.paths(id)) : undefined;
+  }
+
+  private track(id: string, spec: NodeBackupSpec, node: PostgresInstance): Tracked {
+    let t = this.nodes.get(id);
+    if (!t) {
+      t = {
+        id,
+        spec,
+        node,
+        report: null,
+        stanzaReady: false,
+        info: null,
+        infoAt: 0,
+        nextAt: 0,
+        failures: 0,
+        failure: null,
+        restore: null,
+        restoring: false,
+        job: null,
+      };
+      this.nodes.set(id, t);
+    }
+    if (JSON.stringify(t.spec) !== JSON.stringify(spec)) t.nextAt = 0;
+    t.spec = spec;
+    t.node = node;
+    return t;
+  }
+
+  private async writeConfig(t: Tracked): Promise<void> {
+    const owner = postgresUser();
+    const paths = this.paths(t.id);
+    for (const dir of [path.dirname(paths.configFile), paths.lockDir, paths.logDir]) {
+      await ensureDir(dir, 0o700, owner);
+    }
+    await writeFileAtomic(paths.configFile, renderPgBackRestConf(t.spec, t.node, paths), 0o600, owner);
+  }
+
+  /**
+   * Before the node starts (after its configuration is written): the pgBackRest config, and
+   * the restore its spec asks for, run to the end. `reconfigure` writes the node's
+   * configuration again (into the restored data dir).
+   */
+  async beforeStart(
+    id: string,
+    node: PostgresInstance,
+    spec: NodeBackupSpec | undefined,
+    reconfigure: () => Promise<unknown>,
+  ): Promise<void> {
+    if (!spec) return;
+    const t = this.track(id, spec, node);
+    await this.writeConfig(t);
+    const restorer = new InPlaceRestore({
+      node,
+      pgbackrest: new PgBackRest(this.paths(id).configFile, spec.stanza),
+      stateFile: this.stateFile(id),
+      reconfigure,
+      now: () => this.now(),
+    });
+    const target = spec.restore
+      ? { id: spec.restore.id, targetTime: new Date(spec.restore.targetTime) }
+      : null;
+    const state = await restorer.read();
+    const known = target && state.outcomes.some((o) => o.id === target.id);
+    if (!state.current && (!target || known)) {
+      t.restore = state.outcomes.at(-1) ?? null;
+      return;
+    }
+    // A backup running against the server that is about to be stopped would only fail.
+    await this.cancel(t);
+    t.restoring = true;
+    try {
+      t.restore = await restorer.ensure(target);
+    } finally {
+      t.restoring = false;
+      // The restore may have started a new timeline: look at the stanza again at once.
+      t.info = null;
+      t.nextAt = 0;
+    }
+  }
+
+  /**
+   * The heartbeat's look (no I/O): starts a background check when one is due on a running
+   * node, and returns the last report with the last restore's outcome.
+   */
+  observe(
+    id: string,
+    node: PostgresInstance,
+    spec: NodeBackupSpec | undefined,
+    running: boolean,
+  ): BackupReport | undefined {
+    if (!spec) return undefined;
+    const t = this.track(id, spec, node);
+    if (running && !t.job && !t.restoring && this.now().getTime() >= t.nextAt) this.startCheck(t);
+    return t.report ? { ...t.report, restore: t.restore, failure: t.failure } : undefined;
+  }
+
+  private startCheck(t: Tracked): void {
+    const abort = new AbortController();
+    const done = this.check(t, abort.signal).then(
+      () => {
+        t.failures = 0;
+        t.nextAt = this.now().getTime() + t.spec.checkEveryS * 1000;
+      },
+      () => {
+        t.failures++;
+        const wait = Math.min(MAX_RETRY_MS, t.spec.checkEveryS * 1000 * 2 ** Math.min(t.failures, 10));
+        t.nextAt = this.now().getTime() + wait;
+      },
+    );
+    t.job = { done: done.finally(() => (t.job = null)), abort };
+  }
+
+  /** One look at the node's backups; takes a full backup when one is due. */
+  private async check(t: Tracked, signal: AbortSignal): Promise<void> {
+    const br = new PgBackRest(this.paths(t.id).configFile, t.spec.stanza);
+    await this.writeConfig(t);
+    if (!t.stanzaReady) {
+      await this.recordingFailure(t, "stanza-create", signal, async () => {
+        await ensureRepository(t.spec.repoPath);
+        await br.stanzaCreate(signal);
+      });
+      t.stanzaReady = true;
+    }
+    if (!t.info || Date.now() - t.infoAt > INFO_REFRESH_MS) await this.refreshInfo(t, br, signal);
+    if (!t.restore) t.restore = await lastRestoreOutcome(this.stateFile(t.id));
+    let status = await readArchiveStatus(t.node.superuserConfig());
+    this.publish(t, status);
+    const reason = fullBackupDue(t.info!.backups, status.timeline, this.now(), t.spec.fullEveryHours);
+    if (!reason) return;
+    await this.slots.run(() =>
+      this.recordingFailure(t, "backup", signal, () => br.backupFull({ "cellar-reason": reason }, signal)),
+    );
+    t.failure = null;
+    await this.refreshInfo(t, br, signal);
+    status = await readArchiveStatus(t.node.superuserConfig());
+    this.publish(t, status);
+  }
+
+  private async refreshInfo(t: Tracked, br: PgBackRest, signal: AbortSignal): Promise<void> {
+    t.info = await br.info(signal);
+    t.infoAt = Date.now();
+  }
+
+  /**
+   * Runs a step whose failure is a failed backup (reported, and an event for the user).
+   * Another pgBackRest of this stanza holding the lock (one left by a killed agent) is not.
+   */
+  private async recordingFailure(
+    t: Tracked,
+    what: string,
+    signal: AbortSignal,
+    step: () => Promise<void>,
+  ): Promise<void> {
+    try {
+      await step();
+    } catch (err) {
+      const busy = err instanceof PgBackRestError && err.isLockConflict;
+      if (!busy && !signal.aborted) {
+        t.failure = {
+          at: this.now().toISOString(),
+          message: `${what}: ${(err as Error).message}`.slice(0, 1000),
+        };
+      }
+      throw err;
+    }
+  }
+
+  private publish(t: Tracked, status: ArchiveStatus): void {
+    t.report = {
+      stanza: t.spec.stanza,
+      timeline: status.timeline,
+      backups: (t.info?.backups ?? []).map(backupReportOf),
+      archived_until: status.archivedUntil?.toISOString() ?? null,
+      archive_error: status.error,
+      failure: t.failure,
+      restore: t.restore,
+      checked_at: this.now().toISOString(),
+    };
+  }
+
+  private async cancel(t: Tracked): Promise<void> {
+    if (!t.job) return;
+    t.job.abort.abort();
+    await t.job.done;
+  }
+
+  /** The node is gone from this host: its background work stops (the repository stays). */
+  async forget(id: string): Promise<void> {
+    const t = this.nodes.get(id);
+    if (!t) return;
+    await this.cancel(t);
+    this.nodes.delete(id);
+  }
+
+  /** Agent shutdown: running pgBackRest commands are stopped (the next agent resumes). */
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes.values()].map((t) => this.cancel(t)));
+  }
+}
+
+async function lastRestoreOutcome(stateFile: string): Promise<RestoreOutcome | null> {
+  const text = await fs.readFile(stateFile, "utf8").catch(() => null);
+  if (!text) return null;
+  const outcomes = (JSON.parse(text) as { outcomes?: RestoreOutcome[] }).outcomes ?? [];
+  return outcomes.at(-1) ?? null;
+}
+
+/** At most `size` tasks at once; the others wait their turn. */
+class Slots {
+  private busy = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    // A finishing task hands its slot straight to the next in line.
+    if (this.busy >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.busy++;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.busy--;
+    }
+  }
+}

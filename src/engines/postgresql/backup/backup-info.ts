@@ -1,0 +1,154 @@
+// What a stanza holds, read from `pgbackrest info --output=json`, and the decisions taken
+// from it: which backup a restore starts from, when a new full backup is due, and the
+// recovery window. Pure.
+import type { BaseBackupReport } from "./types.ts";
+
+export interface BackupSet {
+  label: string;
+  type: "full" | "diff" | "incr";
+  timeline: number;
+  startedAt: Date;
+  stoppedAt: Date;
+  size: number;
+  repoSize: number;
+  annotations: Record<string, string>;
+}
+
+export interface StanzaInfo {
+  /** pgBackRest's status: 0 ok, 1 missing stanza, 2 no valid backup, ... */
+  statusCode: number;
+  statusMessage: string;
+  backups: BackupSet[];
+}
+
+const SEGMENT = /^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$/;
+
+/** A WAL segment name's parts; null for history, partial and backup-label files. */
+export function parseSegment(name: string): { timeline: number; log: number; seg: number } | null {
+  const m = SEGMENT.exec(name);
+  if (!m) return null;
+  return { timeline: parseInt(m[1]!, 16), log: parseInt(m[2]!, 16), seg: parseInt(m[3]!, 16) };
+}
+
+/** The LSN just past a segment (segments of `segmentBytes`), as a bigint. */
+export function segmentEndLsn(name: string, segmentBytes: number): bigint | null {
+  const s = parseSegment(name);
+  if (!s) return null;
+  return (BigInt(s.log) << 32n) + BigInt(s.seg + 1) * BigInt(segmentBytes);
+}
+
+/** "16/B374D848" -> bigint. */
+export function parseLsn(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(lsn);
+  if (!m) throw new Error(`not an LSN: ${lsn}`);
+  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`);
+}
+
+type Json = Record<string, unknown>;
+const obj = (v: unknown): Json => (typeof v === "object" && v !== null ? (v as Json) : {});
+
+function parseSet(raw: unknown): BackupSet | null {
+  const b = obj(raw);
+  const type = b.type;
+  const start = obj(b.timestamp).start;
+  const stop = obj(b.timestamp).stop;
+  const archiveStart = obj(b.archive).start;
+  if (b.error === true || typeof b.label !== "string") return null;
+  if (type !== "full" && type !== "diff" && type !== "incr") return null;
+  if (typeof start !== "number" || typeof stop !== "number" || typeof archiveStart !== "string") return null;
+  const segment = parseSegment(archiveStart);
+  if (!segment) return null;
+  const info = obj(b.info);
+  const annotations = Object.fromEntries(
+    Object.entries(obj(b.annotation)).filter((e): e is [string, string] => typeof e[1] === "string"),
+  );
+  return {
+    label: b.label,
+    type,
+    timeline: segment.timeline,
+    startedAt: new Date(start * 1000),
+    stoppedAt: new Date(stop * 1000),
+    size: Number(info.size) || 0,
+    repoSize: Number(obj(info.repository).size) || 0,
+    annotations,
+  };
+}
+
+/** Parses the JSON of `info --output=json --stanza=<stanza>` (an array of one stanza). */
+export function parseStanzaInfo(json: string, stanza: string): StanzaInfo {
+  const parsed: unknown = JSON.parse(json);
+  const list = Array.isArray(parsed) ? parsed : [];
+  const entry = obj(list.find((s) => obj(s).name === stanza));
+  const status = obj(entry.status);
+  const backups = (Array.isArray(entry.backup) ? entry.backup : [])
+    .map(parseSet)
+    .filter((b): b is BackupSet => b !== null)
+    .sort((a, b) => a.stoppedAt.getTime() - b.stoppedAt.getTime());
+  return {
+    statusCode: typeof status.code === "number" ? status.code : -1,
+    statusMessage: typeof status.message === "string" ? status.message : "no such stanza in the repository",
+    backups,
+  };
+}
+
+/**
+ * The backup a restore to `target` starts from: the newest one of the current timeline that
+ * ended at or before the target (a restore never crosses back to an older timeline: the
+ * reference's restores reset the timeline, and what came before is no longer offered).
+ */
+export function chooseBackupSet(backups: BackupSet[], timeline: number, target: Date): BackupSet | null {
+  const usable = backups.filter((b) => b.timeline === timeline && b.stoppedAt.getTime() <= target.getTime());
+  return usable.at(-1) ?? null;
+}
+
+export type FullBackupReason = "initial" | "new-timeline" | "scheduled";
+
+/** Why a full backup is due now, or null when the newest full of this timeline is recent enough. */
+export function fullBackupDue(
+  backups: BackupSet[],
+  timeline: number,
+  now: Date,
+  fullEveryHours: number,
+): FullBackupReason | null {
+  if (backups.length === 0) return "initial";
+  const fulls = backups.filter((b) => b.type === "full" && b.timeline === timeline);
+  const newest = fulls.at(-1);
+  if (!newest) return "new-timeline";
+  const ageMs = now.getTime() - newest.startedAt.getTime();
+  return ageMs >= fullEveryHours * 3_600_000 ? "scheduled" : null;
+}
+
+export interface RecoveryWindow {
+  earliest: Date | null;
+  latest: Date | null;
+}
+
+/**
+ * From the end of the oldest backup of the current timeline to the latest point known to be
+ * archived (never before the newest backup's end: a backup waits for its own WAL).
+ */
+export function recoveryWindow(
+  backups: Array<{ timeline: number; stoppedAt: Date }>,
+  timeline: number | null,
+  archivedUntil: Date | null,
+): RecoveryWindow {
+  const own = backups.filter((b) => b.timeline === timeline);
+  const first = own[0];
+  const last = own.at(-1);
+  if (!first || !last) return { earliest: null, latest: null };
+  const latest = archivedUntil && archivedUntil > last.stoppedAt ? archivedUntil : last.stoppedAt;
+  return { earliest: first.stoppedAt, latest };
+}
+
+export function backupReportOf(b: BackupSet): BaseBackupReport {
+  return {
+    label: b.label,
+    type: b.type,
+    timeline: b.timeline,
+    started_at: b.startedAt.toISOString(),
+    stopped_at: b.stoppedAt.toISOString(),
+    size: b.size,
+    repo_size: b.repoSize,
+    reason: b.annotations["cellar-reason"] ?? null,
+  };
+}

@@ -1,0 +1,93 @@
+// Rendering of a node's pgBackRest configuration and of the server settings that archive
+// into it. Pure: the agent writes the files.
+import type { NodeBackupSpec } from "./types.ts";
+
+/** Where a node's pgBackRest files live (all owned by the postgres OS user). */
+export interface NodeBackupPaths {
+  /** <instance dir>/backup/pgbackrest.conf (0600: it holds the cipher pass). */
+  configFile: string;
+  /** Lock files of pgBackRest's commands on this node. */
+  lockDir: string;
+  logDir: string;
+}
+
+export interface StanzaNode {
+  dataDir: string;
+  port: number;
+  socketDir: string;
+}
+
+/** The server's archive settings (pg-config.ts renders them into cellar.conf). */
+export interface ArchiveSettings {
+  command: string;
+  timeoutS: number;
+}
+
+/** Compression of WAL and backups: lz4 costs a Starter's quarter vCPU the least. */
+const COMPRESS_TYPE = "lz4";
+
+/** Quotes one word for /bin/sh (archive_command and restore_command run through it). */
+export function shellWord(word: string): string {
+  return /^[A-Za-z0-9_./=%:-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+const confValue = (v: string): string => {
+  // pgBackRest reads one option per line: a newline would inject another option.
+  if (/[\r\n]/.test(v)) throw new Error("pgBackRest option values cannot contain line breaks");
+  return v;
+};
+
+export function renderPgBackRestConf(spec: NodeBackupSpec, node: StanzaNode, paths: NodeBackupPaths): string {
+  const global: Array<[string, string]> = [
+    ["repo1-type", "posix"],
+    ["repo1-path", spec.repoPath],
+    ["repo1-cipher-type", "aes-256-cbc"],
+    ["repo1-cipher-pass", spec.cipherPass],
+    // Time-based: every full backup younger than the window is kept, plus the newest older one.
+    ["repo1-retention-full-type", "time"],
+    ["repo1-retention-full", String(spec.retentionDays)],
+    ["compress-type", COMPRESS_TYPE],
+    ["start-fast", "y"],
+    ["process-max", "1"],
+    ["log-path", paths.logDir],
+    ["lock-path", paths.lockDir],
+    ["log-level-console", "warn"],
+    ["log-level-stderr", "error"],
+    ["log-level-file", "off"],
+  ];
+  const stanza: Array<[string, string]> = [
+    ["pg1-path", node.dataDir],
+    ["pg1-port", String(node.port)],
+    ["pg1-socket-path", node.socketDir],
+    ["pg1-user", "postgres"],
+  ];
+  const lines = (entries: Array<[string, string]>) => entries.map(([k, v]) => `${k}=${confValue(v)}`);
+  return [
+    "# Written by Cellar from the node's spec; edits are overwritten.",
+    "[global]",
+    ...lines(global),
+    "",
+    `[${confValue(spec.stanza)}]`,
+    ...lines(stanza),
+    "",
+  ].join("\n");
+}
+
+/** The pgbackrest invocation of this node: its own config file and stanza. */
+export function pgBackRestArgs(configFile: string, stanza: string): string[] {
+  return [`--config=${configFile}`, `--stanza=${stanza}`];
+}
+
+export function archiveSettings(spec: NodeBackupSpec, paths: NodeBackupPaths): ArchiveSettings {
+  const words = ["pgbackrest", ...pgBackRestArgs(paths.configFile, spec.stanza), "archive-push", "%p"];
+  return { command: words.map(shellWord).join(" "), timeoutS: spec.archiveTimeoutS };
+}
+
+/**
+ * restore_command of a restored data dir. pgBackRest would name the directory it restored
+ * into, which is renamed into place afterwards: this one names the node's own config.
+ */
+export function restoreCommand(configFile: string, stanza: string): string {
+  const words = ["pgbackrest", ...pgBackRestArgs(configFile, stanza), "archive-get", "%f"];
+  return `${words.map(shellWord).join(" ")} "%p"`;
+}

@@ -1,0 +1,131 @@
+// The pgBackRest commands Cellar runs for one node, as the postgres OS user, each with
+// the node's own config file and stanza. Every command can be aborted (agent stop, node
+// removal); an aborted backup is resumed or cleaned up by the next one.
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { ensureDir, postgresUser } from "../command.ts";
+import { CommandFailedError } from "../errors.ts";
+import { parseStanzaInfo, type StanzaInfo } from "./backup-info.ts";
+import { pgBackRestArgs, restoreCommand } from "./pgbackrest-config.ts";
+
+/** pgBackRest's error code for a lock held by another pgBackRest process. */
+const LOCK_ACQUIRE_ERROR = 50;
+
+export class PgBackRestError extends CommandFailedError {
+  override name = "PgBackRestError";
+  constructor(
+    command: string,
+    detail: string,
+    /** pgBackRest's numeric error code ("ERROR: [050]: ..."), when it printed one. */
+    readonly code: number | null,
+  ) {
+    super(`pgbackrest ${command}`, detail);
+  }
+
+  /** Another pgBackRest command of this stanza runs (e.g. one left by a killed agent). */
+  get isLockConflict(): boolean {
+    return this.code === LOCK_ACQUIRE_ERROR;
+  }
+}
+
+/**
+ * The database's repository directory, owned by the postgres OS user; the directories above
+ * it are made traversable (0755), as pgBackRest runs as that user.
+ */
+export async function ensureRepository(repoPath: string): Promise<void> {
+  await fs.mkdir(path.dirname(repoPath), { recursive: true, mode: 0o755 });
+  await ensureDir(repoPath, 0o750, postgresUser());
+}
+
+export interface RestoreRequest {
+  /** An empty directory to restore into. */
+  into: string;
+  set: string;
+  targetTime: Date;
+}
+
+const MINUTE = 60_000;
+
+/** A time as PostgreSQL reads recovery_target_time: "2026-01-31 12:00:00.123+00". */
+export function pgTimestamp(t: Date): string {
+  return t.toISOString().replace("T", " ").replace("Z", "+00");
+}
+
+export class PgBackRest {
+  constructor(
+    readonly configFile: string,
+    readonly stanza: string,
+    private readonly bin = "pgbackrest",
+  ) {}
+
+  /** Runs one command; stdout on success. */
+  run(command: string, extra: string[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<string> {
+    const owner = postgresUser();
+    const args = [...pgBackRestArgs(this.configFile, this.stanza), ...extra, command];
+    return new Promise((resolve, reject) => {
+      execFile(
+        this.bin,
+        args,
+        {
+          cwd: "/",
+          maxBuffer: 16 * 1024 * 1024,
+          timeout: opts.timeoutMs,
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(owner ? { uid: owner.uid, gid: owner.gid } : {}),
+        },
+        (err, stdout, stderr) => {
+          if (!err) return resolve(stdout);
+          const detail = (stderr || stdout || err.message).trim();
+          const code = /ERROR: \[(\d+)\]/.exec(detail)?.[1];
+          reject(new PgBackRestError(command, detail, code ? Number(code) : null));
+        },
+      );
+    });
+  }
+
+  /** Creates the stanza, or checks that the existing one belongs to this cluster. Idempotent. */
+  async stanzaCreate(signal?: AbortSignal): Promise<void> {
+    await this.run("stanza-create", [], { timeoutMs: 5 * MINUTE, ...(signal ? { signal } : {}) });
+  }
+
+  /** Switches WAL and waits until the segment is in the repository: archiving works end to end. */
+  async check(signal?: AbortSignal): Promise<void> {
+    await this.run("check", [], { timeoutMs: 5 * MINUTE, ...(signal ? { signal } : {}) });
+  }
+
+  /** A full backup; expire runs after it by itself (retention). */
+  async backupFull(annotations: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const extra = ["--type=full", ...Object.entries(annotations).map(([k, v]) => `--annotation=${k}=${v}`)];
+    await this.run("backup", extra, { timeoutMs: 24 * 60 * MINUTE, ...(signal ? { signal } : {}) });
+  }
+
+  async info(signal?: AbortSignal): Promise<StanzaInfo> {
+    const out = await this.run("info", ["--output=json"], {
+      timeoutMs: 2 * MINUTE,
+      ...(signal ? { signal } : {}),
+    });
+    return parseStanzaInfo(out, this.stanza);
+  }
+
+  /**
+   * Restores `set` into an empty directory, to stop at `targetTime` and promote. Hot standby
+   * is off during the replay, so the server accepts connections only once it is a primary.
+   */
+  async restore(r: RestoreRequest): Promise<void> {
+    await this.run(
+      "restore",
+      [
+        `--pg1-path=${r.into}`,
+        `--set=${r.set}`,
+        "--type=time",
+        `--target=${pgTimestamp(r.targetTime)}`,
+        "--target-action=promote",
+        "--target-timeline=current",
+        "--recovery-option=hot_standby=off",
+        `--recovery-option=restore_command=${restoreCommand(this.configFile, this.stanza)}`,
+      ],
+      { timeoutMs: 24 * 60 * MINUTE },
+    );
+  }
+}
