@@ -16,6 +16,7 @@ import net from "node:net";
 import path from "node:path";
 import { daemonUser, ensureDir, type OsUser, writeFileAtomic } from "./command.ts";
 import { CommandFailedError, PortInUseError } from "./errors.ts";
+import { launchInNetns, runsInNetns } from "./gateway-netns.ts";
 import { type GatewaySpec, renderHaproxyConfig } from "./haproxy-config.ts";
 import {
   findProcesses,
@@ -44,6 +45,8 @@ export class Gateway {
   readonly pidFile: string;
   readonly adminSocket: string;
   readonly logFile: string;
+  /** Where the next launch runs (set by ensure from the spec). */
+  private netns: string | undefined;
 
   constructor(readonly opts: GatewayOptions) {
     this.baseDir = path.resolve(opts.baseDir);
@@ -59,7 +62,11 @@ export class Gateway {
 
   /** Converges to `spec`: writes the config, then starts or (if it changed) reloads. */
   async ensure(spec: GatewaySpec): Promise<"started" | "reloaded" | "unchanged"> {
+    this.netns = spec.netns;
     const changed = await this.writeConfig(spec);
+    // Listeners cannot be handed over between namespaces: a gateway that moves starts afresh.
+    const pid = await this.pid();
+    if (pid !== null && !(await runsInNetns(pid, spec.netns))) await this.stop();
     if (!(await this.isRunning())) {
       await this.start();
       return "started";
@@ -118,11 +125,14 @@ export class Gateway {
     const user = this.user;
     let child: ChildProcess;
     try {
-      child = spawn(HAPROXY_BIN, ["-db", "-f", this.configFile, ...extraArgs], {
+      const argv = ["-db", "-f", this.configFile, ...extraArgs];
+      const inNs = this.netns ? launchInNetns(this.netns, user, [HAPROXY_BIN, ...argv]) : null;
+      child = spawn(inNs?.command ?? HAPROXY_BIN, inNs?.args ?? argv, {
         cwd: "/",
         detached: true,
         stdio: ["ignore", log.fd, log.fd],
-        ...(user ? { uid: user.uid, gid: user.gid } : {}),
+        // In a namespace, setpriv drops privileges once nsenter (as root) has joined it.
+        ...(user && !inNs ? { uid: user.uid, gid: user.gid } : {}),
       });
     } finally {
       await log.close();

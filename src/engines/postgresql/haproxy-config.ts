@@ -4,6 +4,7 @@
 // server certificate of PostgreSQL, which must name the gateway's address.
 import net from "node:net";
 import { ValidationError } from "../../domain/errors.ts";
+import { checkAcl, renderAclLines, type GatewayAcl } from "./gateway-acl.ts";
 
 export interface GatewayBackend {
   /** Server name in HAProxy (node instance id). */
@@ -20,6 +21,12 @@ export interface GatewayBackend {
 
 export interface GatewaySpec {
   listen: { host: string; port: number };
+  /** More addresses to listen on (a Shared database's public address). */
+  extraBinds?: Array<{ host: string; port: number }>;
+  /** Source filtering and Force TLS, on every address (gateway-acl.ts). */
+  acl?: GatewayAcl;
+  /** The network namespace the gateway runs in (a Dedicated database's network). */
+  netns?: string;
   backends: GatewayBackend[];
   /** Above the node's max_connections, so PostgreSQL (not a silent HAProxy queue) refuses extras. */
   maxConnections: number;
@@ -56,7 +63,8 @@ const HOST = /^[A-Za-z0-9.:-]+$/;
 const DURATION = /^\d+(us|ms|s|m|h|d)?$/;
 
 function checkInput(input: HaproxyConfigInput): void {
-  const endpoints = [input.listen, ...input.backends];
+  const endpoints = [input.listen, ...(input.extraBinds ?? []), ...input.backends];
+  if (input.acl) checkAcl(input.acl);
   if (!NAME.test(input.name)) throw ValidationError.field("name", "must be letters, digits, '_', '.', '-'");
   if (input.backends.length === 0) throw ValidationError.field("backends", "must hold at least one node");
   for (const b of input.backends) {
@@ -107,6 +115,8 @@ export function renderHaproxyConfig(input: HaproxyConfigInput): string {
     "",
     `frontend fe_${input.name}`,
     `  bind ${address(input.listen.host, input.listen.port)}`,
+    ...(input.extraBinds ?? []).map((b) => `  bind ${address(b.host, b.port)}`),
+    ...renderAclLines(input.acl),
     `  default_backend be_${input.name}`,
     "",
     `backend be_${input.name}`,
