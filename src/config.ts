@@ -1,6 +1,7 @@
 // The only module that reads process.env. Everything else receives a Config.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { checkPublicNetwork } from "./domain/network-rules.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -35,7 +36,24 @@ export interface Config {
   sharedOvercommit: number;
   /** A host silent for this long is marked unreachable. */
   hostSilenceMs: number;
+  /** The public side of the embedded mode's networks (domain/network-rules.ts publicLayout). */
+  publicNetwork: string;
+  /** Continuous backups (pgBackRest): repositories, full-backup period, RPO bound, checks. */
+  backup: BackupConfig;
   logLevel: "debug" | "info" | "warn" | "error";
+}
+
+export interface BackupConfig {
+  /** Continuous backups of new and updated single-node databases (CELLAR_BACKUPS=off: none). */
+  enabled: boolean;
+  /** Root of the posix repositories: <repo>/<region>/<database id>, one per database. */
+  repoPath: string;
+  /** A new full backup once the newest is this old (weekly by default). */
+  fullEveryHours: number;
+  /** archive_timeout of every node: the longest a commit waits before its WAL is archived. */
+  archiveTimeoutS: number;
+  /** How often agents check each node's archive (the recovery window's freshness). */
+  checkEveryS: number;
 }
 
 export class ConfigError extends Error {}
@@ -109,6 +127,32 @@ function jwtSecretVar(raw: string | undefined): string | undefined {
   return raw;
 }
 
+const dataDirOf = (env: NodeJS.ProcessEnv): string =>
+  path.resolve(env.CELLAR_DATA_DIR || path.join(REPO_ROOT, ".cellar"));
+
+function backupConfig(env: NodeJS.ProcessEnv, dataDir: string): BackupConfig {
+  const repo = env.CELLAR_BACKUP_REPO;
+  // Agents of every host run pgBackRest against this path: a relative one would differ per process.
+  if (repo && !path.isAbsolute(repo)) {
+    throw new ConfigError(`CELLAR_BACKUP_REPO=${repo} is invalid: expected an absolute path`);
+  }
+  return {
+    enabled: (env.CELLAR_BACKUPS ?? "on") !== "off",
+    repoPath: repo ? path.resolve(repo) : path.join(dataDir, "backups"),
+    fullEveryHours: intVar(env, "CELLAR_BACKUP_FULL_EVERY_HOURS", 168, 1, 24 * 365),
+    archiveTimeoutS: intVar(env, "CELLAR_BACKUP_ARCHIVE_TIMEOUT_S", 30, 1, 3600),
+    checkEveryS: intVar(env, "CELLAR_BACKUP_CHECK_EVERY_S", 60, 1, 3600),
+  };
+}
+
+function publicNetworkVar(raw: string | undefined): string {
+  // 198.18.0.0/15 is reserved for benchmarks (RFC 2544): never someone else's real addresses.
+  const value = raw || "198.18.0.0/16";
+  const problem = checkPublicNetwork(value);
+  if (problem) throw new ConfigError(`CELLAR_PUBLIC_NETWORK=${value} is invalid: ${problem}`);
+  return value;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = intVar(env, "CELLAR_PORT", 5080, 1, 65535);
   const listenHost = env.CELLAR_LISTEN_HOST || "127.0.0.1";
@@ -122,7 +166,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`CELLAR_LOG_LEVEL=${logLevel} is invalid: expected debug, info, warn or error`);
   }
   return {
-    dataDir: path.resolve(env.CELLAR_DATA_DIR || path.join(REPO_ROOT, ".cellar")),
+    dataDir: dataDirOf(env),
     databaseUrl: databaseUrlVar(env.CELLAR_DATABASE_URL),
     listenHost,
     port,
@@ -138,6 +182,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     localFleet: (env.CELLAR_LOCAL_FLEET ?? "on") !== "off",
     sharedOvercommit: intVar(env, "CELLAR_SHARED_OVERCOMMIT", 8, 1, 100),
     hostSilenceMs: intVar(env, "CELLAR_HOST_SILENCE_MS", 10_000, 1000, 3_600_000),
+    publicNetwork: publicNetworkVar(env.CELLAR_PUBLIC_NETWORK),
+    backup: backupConfig(env, dataDirOf(env)),
     logLevel: logLevel as Config["logLevel"],
   };
 }

@@ -263,6 +263,7 @@ export class Agent {
         role: o.role,
         observed_generation: o.observedGeneration,
         usage: o.usage,
+        ...(o.backup ? { backup: o.backup } : {}),
       }));
     const res = await this.opts.controller.request<{ logs_wanted?: unknown }>("POST", "/hosts/self/report", {
       instances,

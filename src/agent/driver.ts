@@ -1,4 +1,5 @@
 // What the agent needs from an engine driver: converge one instance, observe it, remove it.
+import type { BackupReport } from "../engines/postgresql/backup/types.ts";
 import type { InstanceStatus } from "../store/instances.store.ts";
 
 export interface DesiredInstance {
@@ -18,6 +19,8 @@ export interface Observation {
   /** The spec generation the instance runs with (0 while not yet applied). */
   observedGeneration: number;
   usage: Record<string, number>;
+  /** A node's continuous backups (node-backups.ts), sent with the report. */
+  backup?: BackupReport | undefined;
 }
 
 export interface InstanceDriver {

@@ -16,6 +16,7 @@ import { wrapCommand } from "../runtime/spawn.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
 import { NodeIsolation, type NodePlacement } from "./node-isolation.ts";
+import { NodeBackups } from "./node-backups.ts";
 
 const execFileAsync = promisify(execFile);
 const META = "cellar-instance.json";
@@ -51,6 +52,8 @@ export class PostgresDriver implements InstanceDriver {
   private templateError: Error | null = null;
   /** Dedicated nodes: own volume and network namespace (node-isolation.ts). */
   private readonly isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id) });
+  /** Continuous backups and restores of single-node databases (node-backups.ts). */
+  private readonly backups = new NodeBackups({ dirOf: (id) => this.dirOf(id) });
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -173,7 +176,11 @@ export class PostgresDriver implements InstanceDriver {
       await writeFileAtomic(path.join(pg.tlsDir, "server.key"), spec.tls.keyPem, 0o600, owner),
       await writeFileAtomic(path.join(pg.tlsDir, "ca.crt"), spec.tls.caPem, 0o644, owner),
     ].some(Boolean);
-    const { changed } = await pg.configure(spec.settings, { forceTls: spec.forceTls });
+    const archive = this.backups.archiveOf(inst.id, spec.backup);
+    const configure = () => pg.configure(spec.settings, { forceTls: spec.forceTls, archive });
+    const { changed } = await configure();
+    // A restore the spec asks for runs before the node serves again.
+    await this.backups.beforeStart(inst.id, pg, spec.backup, configure);
     const { started } = await pg.start();
     if (!started && (changed || tlsChanged)) {
       const { pendingRestart } = await pg.reload();
@@ -233,6 +240,7 @@ export class PostgresDriver implements InstanceDriver {
       role: "leader",
       observedGeneration: ready ? (meta?.applied ?? 0) : 0,
       usage: numbers,
+      backup: this.backups.observe(inst.id, pg, spec.backup, ready),
     };
   }
 
@@ -285,6 +293,7 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async remove(id: string): Promise<void> {
+    await this.backups.forget(id);
     const dir = this.dirOf(id);
     const meta = await this.readMeta(id);
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
@@ -313,6 +322,7 @@ export class PostgresDriver implements InstanceDriver {
 
   /** Stops every local instance cleanly (agent shutdown); data stays. */
   async stopAll(): Promise<void> {
+    await this.backups.stop();
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();

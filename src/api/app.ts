@@ -10,6 +10,7 @@ import { appRoutes } from "./routes/apps.routes.ts";
 import { hostRoutes } from "./routes/hosts.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
 import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
+import { backupRoutes } from "./routes/backups.routes.ts";
 import { databaseApiRoutes } from "./routes/database-api.routes.ts";
 import { databaseLogRoutes } from "./routes/database-logs.routes.ts";
 import { databaseUserRoutes } from "./routes/database-users.routes.ts";
@@ -49,6 +50,7 @@ export function createApp(deps: Deps): Hono<Env> {
     api.route("/", databaseApiRoutes(deps, limiter));
     api.route("/", databaseUserRoutes(deps, limiter));
     api.route("/", databaseLogRoutes(deps, limiter));
+    api.route("/", backupRoutes(deps, limiter));
     scoped.route("/v1", v1);
     scoped.route("/api", api);
     return scoped;

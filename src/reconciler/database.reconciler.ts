@@ -10,6 +10,7 @@ import { instancesOfDatabase, setDesiredState } from "../store/instances.store.t
 import { countPendingOperations, startOperations } from "../store/operations.store.ts";
 import { planDatabase, type DatabaseObservation, type DatabaseStep } from "./database-plan.ts";
 import type { PassResult } from "./loop.ts";
+import { reconcileBackups } from "./backup.reconciler.ts";
 import { createInstances, markRunningIfReachable, updateInstanceSpecs } from "./provision.ts";
 
 export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseObservation | null> {
@@ -95,5 +96,7 @@ export async function reconcileDatabase(deps: Deps, databaseId: string): Promise
   const plan = planDatabase(await observeDatabase(deps, databaseId), databaseId);
   const failure = await applyStep(deps, databaseId, plan.step);
   const message = failure ? `${plan.message}: ${failure}` : plan.message;
-  return plan.requeueAfterMs === undefined ? { message } : { message, requeueAfterMs: plan.requeueAfterMs };
+  const result: PassResult =
+    plan.requeueAfterMs === undefined ? { message } : { message, requeueAfterMs: plan.requeueAfterMs };
+  return reconcileBackups(deps, databaseId, result);
 }

@@ -5,6 +5,7 @@ import type { ArchitectureModel, Plan } from "../domain/catalog.ts";
 import { planPostgresSettings, type PlanSettings } from "../engines/postgresql/plan-settings.ts";
 import type { PemPair } from "../engines/tls/pki.ts";
 import type { GatewaySpec } from "../engines/postgresql/haproxy-config.ts";
+import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
 
 export interface Credentials {
   username: string;
@@ -23,6 +24,8 @@ export interface NodeSpec {
   forceTls: boolean;
   tls: PemPair;
   credentials: Credentials;
+  /** Continuous backups (pgBackRest) of a single-node database: what its agent keeps. */
+  backup?: NodeBackupSpec;
 }
 
 export type GatewaySpecJson = GatewaySpec;
@@ -35,6 +38,7 @@ export function nodeSpec(args: {
   port: number;
   tls: PemPair;
   credentials: Credentials;
+  backup?: NodeBackupSpec | undefined;
 }): NodeSpec {
   const { plan, model } = args;
   return {
@@ -54,6 +58,7 @@ export function nodeSpec(args: {
     forceTls: model === "dedicated",
     tls: args.tls,
     credentials: args.credentials,
+    ...(args.backup ? { backup: args.backup } : {}),
   };
 }
 

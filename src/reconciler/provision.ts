@@ -24,6 +24,7 @@ import {
 import { finishOperations } from "../store/operations.store.ts";
 import { databaseUrl, gatewaySpec, nodeSpec, type Credentials, type NodeSpec } from "./instance-spec.ts";
 import { newId } from "../domain/ids.ts";
+import { nodeBackupSpec } from "./backup-spec.ts";
 
 /** The protected default user and database: named after the resource id, as the reference does. */
 async function ensureCredentials(q: Queryable, db: Database): Promise<Credentials> {
@@ -70,6 +71,7 @@ export async function createInstances(deps: Deps, databaseId: string, slots: Slo
       commonName: db.resourceId.replace(/_/g, "-"),
       ipAddresses: [...new Set(addresses.values())],
     });
+    const backup = await nodeBackupSpec(q, deps, db);
     const nodes: Instance[] = [];
     for (const slot of slots.filter((s) => s.kind === "node")) {
       const address = addresses.get(slot.hostId)!;
@@ -78,7 +80,7 @@ export async function createInstances(deps: Deps, databaseId: string, slots: Slo
           q,
           { databaseId, hostId: slot.hostId, kind: "node", ordinal: slot.ordinal },
           (port) =>
-            nodeSpec({ model: db.model, plan, resourceId: db.resourceId, address, port, tls, credentials }),
+            nodeSpec({ model: db.model, plan, resourceId: db.resourceId, address, port, tls, credentials, backup }),
           db.generation,
         ),
       );
@@ -115,6 +117,7 @@ export async function updateInstanceSpecs(deps: Deps, databaseId: string, genera
           port: old.listen.port,
           tls: old.tls,
           credentials: old.credentials,
+          backup: await nodeBackupSpec(q, deps, db),
         });
       }
       await updateInstanceSpec(q, inst.id, spec, generation);

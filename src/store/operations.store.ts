@@ -3,7 +3,7 @@
 import { newId } from "../domain/ids.ts";
 import type { Queryable } from "./db.ts";
 
-export type OperationType = "provision" | "change-plan" | "delete";
+export type OperationType = "provision" | "change-plan" | "delete" | "pitr-restore";
 export type OperationStatus = "pending" | "running" | "done" | "error";
 
 export interface Operation {

@@ -23,6 +23,7 @@ import {
 } from "../../store/instances.store.ts";
 import { MAX_TAIL_BYTES, pendingLogRequests, saveLogTails } from "../../store/instance-logs.store.ts";
 import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
+import { applyBackupReports } from "../../reconciler/backup-reports.ts";
 import type { Deps } from "../deps.ts";
 import { bearerOf } from "../auth.ts";
 import { readJson, str, type Json } from "../request.ts";
@@ -160,6 +161,7 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
     });
     const cameBack = await heartbeat(deps.db, host.id);
     const changed = await applyReport(deps.db, host.id, reports);
+    for (const id of await applyBackupReports(deps, host.id, list)) changed.push(id);
     if (cameBack) {
       deps.log.info("host is ready", { host: host.id, name: host.name });
       // Its databases may say the host is unreachable: let them look again now.

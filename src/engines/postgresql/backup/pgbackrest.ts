@@ -65,8 +65,10 @@ export class PgBackRest {
     const args = [...pgBackRestArgs(this.configFile, this.stanza), ...extra, command];
     return new Promise((resolve, reject) => {
       execFile(
-        this.bin,
-        args,
+        "setpriv",
+        // Dies with the agent: a backup left running by a killed agent would hold the
+        // stanza's lock and outlive everything else of its host.
+        ["--pdeathsig", "TERM", "--", this.bin, ...args],
         {
           cwd: "/",
           maxBuffer: 16 * 1024 * 1024,

@@ -1,0 +1,83 @@
+// The backup part of a database's reconcile pass, after its main step: restores that ended
+// finish their operation, the archive's health is told in events, and a deleted database's
+// repository is removed with it (reference: deleting a database deletes its continuous backups).
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { Deps } from "../api/deps.ts";
+import { archiveHealth } from "../domain/backup-policy.ts";
+import {
+  cancelPendingRestore,
+  findContinuousBackup,
+  finishRestoreOperations,
+  markRepoRemoved,
+  setHealth,
+  type ContinuousBackup,
+} from "../store/backups.store.ts";
+import { eventAddonData, getDatabase, scopeIdOf, type Database } from "../store/databases.store.ts";
+import { recordEvent } from "../store/events.store.ts";
+import type { PassResult } from "./loop.ts";
+
+/** A repository that cannot be removed yet (a file still written) is tried again this late. */
+const REMOVE_RETRY_MS = 30_000;
+
+export async function reconcileBackups(
+  deps: Deps,
+  databaseId: string,
+  pass: PassResult,
+): Promise<PassResult> {
+  const cb = await findContinuousBackup(deps.db, databaseId);
+  const db = cb && (await getDatabase(deps.db, databaseId));
+  if (!cb || !db) return pass;
+  if (db.deleteRequestedAt) {
+    await cancelPendingRestore(deps.db, databaseId);
+    if (!db.deletedAt || cb.repoRemovedAt) return pass;
+    try {
+      await removeRepository(cb, db);
+      await markRepoRemoved(deps.db, databaseId);
+      return { ...pass, message: `${pass.message}; its backup repository ${cb.repoPath} was removed` };
+    } catch (err) {
+      const message = `${pass.message}; cannot remove its backup repository yet: ${(err as Error).message}`;
+      return { message, requeueAfterMs: Math.min(pass.requeueAfterMs ?? REMOVE_RETRY_MS, REMOVE_RETRY_MS) };
+    }
+  }
+  await finishRestoreOperations(deps.db, databaseId);
+  await tellHealth(deps, db, cb);
+  return pass;
+}
+
+/** Only ever the database's own directory (named after its id), whatever the path says. */
+async function removeRepository(cb: ContinuousBackup, db: Database): Promise<void> {
+  if (path.basename(cb.repoPath) !== db.id || !path.isAbsolute(cb.repoPath)) {
+    throw new Error(`refusing to remove ${cb.repoPath}: not the repository of ${db.id}`);
+  }
+  await fs.rm(cb.repoPath, { recursive: true, force: true });
+}
+
+/** database_continuousbackup_healthy|delayed|stale, once per change (reference §2.8). */
+async function tellHealth(deps: Deps, db: Database, cb: ContinuousBackup): Promise<void> {
+  if (db.phase !== "running" || !cb.latestRecoverableAt) return;
+  const now = deps.now();
+  const health = archiveHealth(cb.latestRecoverableAt, now);
+  if (health === cb.health) return;
+  await deps.db.tx(async (q) => {
+    await setHealth(q, db.id, health);
+    await recordEvent(q, {
+      appId: scopeIdOf(db),
+      databaseId: db.id,
+      type: `database_continuousbackup_${health}`,
+      typeData: {
+        addon_uuid: db.id,
+        addon_name: eventAddonData(deps.catalog, db).addon_provider_name,
+        resource_id: db.resourceId,
+        status: health,
+        error: cb.archiveError ?? "",
+        recoverable: true,
+        checked_at: now.toISOString(),
+        unrecoverable_duration_seconds: Math.max(
+          0,
+          Math.round((now.getTime() - cb.latestRecoverableAt!.getTime()) / 1000),
+        ),
+      },
+    });
+  });
+}
