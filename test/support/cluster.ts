@@ -46,6 +46,8 @@ export interface Cluster {
 export async function startCluster(opts: {
   subnet: number;
   hosts: Array<Pick<LocalHost, "name" | "pool" | "az">>;
+  /** Extra controller settings (CELLAR_*), e.g. shorter backup checks. */
+  env?: Record<string, string>;
 }): Promise<Cluster> {
   const tdb: TestDb = await freshDb({ empty: true });
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-e2e-"));
@@ -60,6 +62,7 @@ export async function startCluster(opts: {
     CELLAR_RATE_LIMIT_PER_MINUTE: "100000",
     CELLAR_HOST_SILENCE_MS: "4000",
     CELLAR_LOG_LEVEL: process.env.CELLAR_TEST_LOG ? "debug" : "error",
+    ...opts.env,
   });
   const log = createLogger(config.logLevel);
   const controller = await startController(config, log);
