@@ -1,6 +1,7 @@
 // The only module that reads process.env. Everything else receives a Config.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { checkPublicNetwork } from "./domain/network-rules.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -35,6 +36,8 @@ export interface Config {
   sharedOvercommit: number;
   /** A host silent for this long is marked unreachable. */
   hostSilenceMs: number;
+  /** The public side of the embedded mode's networks (domain/network-rules.ts publicLayout). */
+  publicNetwork: string;
   /** Continuous backups (pgBackRest): repositories, full-backup period, RPO bound, checks. */
   backup: BackupConfig;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -142,6 +145,14 @@ function backupConfig(env: NodeJS.ProcessEnv, dataDir: string): BackupConfig {
   };
 }
 
+function publicNetworkVar(raw: string | undefined): string {
+  // 198.18.0.0/15 is reserved for benchmarks (RFC 2544): never someone else's real addresses.
+  const value = raw || "198.18.0.0/16";
+  const problem = checkPublicNetwork(value);
+  if (problem) throw new ConfigError(`CELLAR_PUBLIC_NETWORK=${value} is invalid: ${problem}`);
+  return value;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = intVar(env, "CELLAR_PORT", 5080, 1, 65535);
   const listenHost = env.CELLAR_LISTEN_HOST || "127.0.0.1";
@@ -171,6 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     localFleet: (env.CELLAR_LOCAL_FLEET ?? "on") !== "off",
     sharedOvercommit: intVar(env, "CELLAR_SHARED_OVERCOMMIT", 8, 1, 100),
     hostSilenceMs: intVar(env, "CELLAR_HOST_SILENCE_MS", 10_000, 1000, 3_600_000),
+    publicNetwork: publicNetworkVar(env.CELLAR_PUBLIC_NETWORK),
     backup: backupConfig(env, dataDirOf(env)),
     logLevel: logLevel as Config["logLevel"],
   };

@@ -1,14 +1,25 @@
 // What a Dedicated node gets on top of its sandbox: a volume of its own mounted as the node's
 // base dir (<instance dir>/node, so PGDATA lives on it), and, as root, a network namespace in
-// which PostgreSQL listens on an inner address that only this host's processes (its gateway)
-// reach. Whatever the host cannot do is said in the node's status, never skipped silently.
+// which PostgreSQL listens on an inner address that only this host's processes reach, plus an
+// address on its database's own network (runtime/vpc.ts) where the database's gateways reach
+// it. Whatever the host cannot do is said in the node's status, never skipped silently.
 import fs from "node:fs/promises";
 import path from "node:path";
 import { postgresUser } from "../engines/postgresql/command.ts";
 import type { GatewaySpec } from "../engines/postgresql/haproxy-config.ts";
 import type { NodeSpec } from "../reconciler/instance-spec.ts";
+import type { GatewayNetwork, NodeNetwork } from "../reconciler/network-spec.ts";
 import { IsolationError } from "../runtime/cgroup-fs.ts";
-import { ensureNodeNet, inNetns, netnsExists, nodeNetNames, removeNodeNet } from "../runtime/netns.ts";
+import {
+  ensureNodeNet,
+  inNetns,
+  netnsExists,
+  NODE_NET_RANGE,
+  nodeNetNames,
+  removeNodeNet,
+} from "../runtime/netns.ts";
+import { attachNode, checkVpcRange, ensureVpc, removeVpcIfUnused } from "../runtime/vpc.ts";
+import { prepareGatewayNetwork, releaseGatewayNetwork } from "./gateway-network.ts";
 import { probeIsolation, type Availability } from "../runtime/probe.ts";
 import { detachVolume, ensureVolume, imagePathOf, removeVolume, volumeUsage } from "../runtime/volume.ts";
 
@@ -25,7 +36,11 @@ interface NetworkRecord {
   ns: string;
   slot: number;
   innerAddress: string;
+  /** The node's place in its database's network, when it has one. */
+  vpc?: { databaseId: string; publicNetwork: string; address: string };
 }
+
+type NetworkedNodeSpec = NodeSpec & { network?: NodeNetwork };
 
 /** How to run a node: the address it listens on, its start command, and what it lacks. */
 export interface NodePlacement {
@@ -81,7 +96,7 @@ export class NodeIsolation {
     const current = this.networks.get(id);
     if (current?.pending) return current;
     const setup: NetworkSetup = { result: Promise.resolve(null), pending: true };
-    setup.result = this.ensureNetwork(id).finally(() => {
+    setup.result = this.ensureNetwork(id, spec).finally(() => {
       setup.pending = false;
     });
     setup.result.catch(() => undefined); // awaited by prepare() and gatewaySpec()
@@ -89,11 +104,19 @@ export class NodeIsolation {
     return setup;
   }
 
-  private async ensureNetwork(id: string): Promise<NetworkRecord | null> {
+  private async ensureNetwork(id: string, spec: NetworkedNodeSpec): Promise<NetworkRecord | null> {
     if (!(await this.hostFacts()).netns.ok) return null;
     const before = await this.readRecord(id);
     const net = await ensureNodeNet(id, before ? { preferSlot: before.slot } : {});
-    const record = { ns: net.ns, slot: net.slot, innerAddress: net.innerAddress };
+    const record: NetworkRecord = { ns: net.ns, slot: net.slot, innerAddress: net.innerAddress };
+    const vpc = spec.network?.vpc;
+    if (vpc) {
+      // Its range must not shadow the node's own link to the host, nor the public side.
+      checkVpcRange(vpc.range, [NODE_NET_RANGE, vpc.publicNetwork]);
+      await ensureVpc(vpc);
+      await attachNode(vpc, id, net.ns, vpc.address);
+      record.vpc = { databaseId: vpc.databaseId, publicNetwork: vpc.publicNetwork, address: vpc.address };
+    }
     if (JSON.stringify(record) !== JSON.stringify(before)) {
       await fs.mkdir(this.opts.dirOf(id), { recursive: true, mode: 0o755 });
       const file = path.join(this.opts.dirOf(id), NETWORK_FILE);
@@ -123,7 +146,10 @@ export class NodeIsolation {
     if (!net) notes.push(`no network namespace (${facts.netns.detail})`);
     this.notes.set(id, notes);
     return {
-      listenAddress: net?.innerAddress ?? spec.listen.address,
+      // Both addresses: the host's processes use the first, the database's gateways the second.
+      listenAddress: net
+        ? [net.innerAddress, ...(net.vpc ? [net.vpc.address] : [])].join(",")
+        : spec.listen.address,
       wrap: net ? (argv) => inNetns(net.ns, argv) : (argv) => argv,
       notes,
     };
@@ -151,8 +177,16 @@ export class NodeIsolation {
     return vol.quotaEnforced ? [] : [`${vol.note} (${facts.loopVolumes.detail})`];
   }
 
-  /** The gateway's spec with each local node's inner address in place of its host address. */
-  async gatewaySpec(spec: GatewaySpec): Promise<GatewaySpec> {
+  /**
+   * The spec HAProxy runs with: inside its database's network when it has one (the backends
+   * are then the nodes' addresses there), else with each local node's inner address in place
+   * of its host address.
+   */
+  async gatewaySpec(spec: GatewaySpec & { network?: GatewayNetwork }, id?: string): Promise<GatewaySpec> {
+    if (spec.network && id !== undefined && (await this.hostFacts()).netns.ok) {
+      const prepared = await prepareGatewayNetwork(this.opts.dirOf(id), spec);
+      if (prepared?.netns) return prepared;
+    }
     const backends = await Promise.all(
       spec.backends.map(async (b) => {
         const inner = await this.innerAddressOf(b.name);
@@ -191,8 +225,12 @@ export class NodeIsolation {
     const target = this.nodeDir(id);
     const hasVolume = await exists(imagePathOf(target));
     const hasNetwork = await netnsExists(nodeNetNames(id).ns);
+    const vpc = (await this.readRecord(id))?.vpc;
     if (hasVolume || hasNetwork) await stopNode();
     await removeNodeNet(id);
+    // Gone with the node's namespace, its port on the database's bridge may have been the last.
+    if (vpc) await removeVpcIfUnused(vpc.databaseId, vpc.publicNetwork);
+    await releaseGatewayNetwork(this.opts.dirOf(id), { hostStops: opts.keepData });
     if (hasVolume) await (opts.keepData ? detachVolume(target) : removeVolume(target));
     if (!opts.keepData) {
       this.networks.delete(id);

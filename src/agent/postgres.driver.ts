@@ -201,7 +201,7 @@ export class PostgresDriver implements InstanceDriver {
 
   private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as GatewaySpecJson;
-    await this.gateway(inst.id).ensure(await this.isolation.gatewaySpec(spec));
+    await this.gateway(inst.id).ensure(await this.isolation.gatewaySpec(spec, inst.id));
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     return this.observe(inst);
   }

@@ -15,7 +15,10 @@ import { databaseApiRoutes } from "./routes/database-api.routes.ts";
 import { databaseLogRoutes } from "./routes/database-logs.routes.ts";
 import { databaseUserRoutes } from "./routes/database-users.routes.ts";
 import { databaseRoutes } from "./routes/databases.routes.ts";
+import { endpointRoutes } from "./routes/endpoints.routes.ts";
 import { eventRoutes } from "./routes/events.routes.ts";
+import { featureRoutes } from "./routes/features.routes.ts";
+import { firewallRuleRoutes } from "./routes/firewall-rules.routes.ts";
 import { operationRoutes } from "./routes/operations.routes.ts";
 import { tokenRoutes } from "./routes/tokens.routes.ts";
 import { variableRoutes } from "./routes/variables.routes.ts";
@@ -43,6 +46,7 @@ export function createApp(deps: Deps): Hono<Env> {
     v1.route("/", eventRoutes(deps, limiter));
     v1.route("/", addonRoutes(deps, limiter));
     v1.route("/", databaseRoutes(deps, limiter));
+    v1.route("/", endpointRoutes(deps, limiter));
     v1.route("/", operationRoutes(deps, limiter));
     v1.route("/", hostRoutes(deps, limiter));
     const api = new Hono<Env>();
@@ -50,6 +54,8 @@ export function createApp(deps: Deps): Hono<Env> {
     api.route("/", databaseApiRoutes(deps, limiter));
     api.route("/", databaseUserRoutes(deps, limiter));
     api.route("/", databaseLogRoutes(deps, limiter));
+    api.route("/", featureRoutes(deps, limiter));
+    api.route("/", firewallRuleRoutes(deps, limiter));
     api.route("/", backupRoutes(deps, limiter));
     scoped.route("/v1", v1);
     scoped.route("/api", api);

@@ -152,7 +152,7 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
     assert.equal(await tcpRefused(ADDRESS, node.port), true, "nothing listens on the host address");
     const inner = JSON.parse(
       await fs.readFile(path.join(stateDir, "instances", node.id, "network.json"), "utf8"),
-    ) as { innerAddress: string };
+    ) as { innerAddress: string; vpc: { address: string } };
     assert.match(inner.innerAddress, /^10\.213\.\d+\.\d+$/);
     const { rows } = await cl.controller.deps.db.query(
       "SELECT id FROM instances WHERE database_id = $1 AND kind = 'gateway'",
@@ -162,9 +162,10 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
       path.join(stateDir, "instances", rows[0].id, "gateway", "haproxy.cfg"),
       "utf8",
     );
+    // The gateway runs in the database's own network and reaches the node there.
     assert.ok(
-      cfg.includes(`${inner.innerAddress}:${node.port}`),
-      "the gateway forwards to the inner address",
+      cfg.includes(`${inner.vpc.address}:${node.port}`),
+      "the gateway forwards to the node's address in the database's network",
     );
   });
 

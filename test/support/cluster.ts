@@ -61,6 +61,8 @@ export async function startCluster(opts: {
     CELLAR_AGENT_PORT: String(agentPort),
     CELLAR_RATE_LIMIT_PER_MINUTE: "100000",
     CELLAR_HOST_SILENCE_MS: "4000",
+    // Each cluster's public side of its own: parallel files never hand out the same address.
+    CELLAR_PUBLIC_NETWORK: `198.19.${opts.subnet}.0/24`,
     CELLAR_LOG_LEVEL: process.env.CELLAR_TEST_LOG ? "debug" : "error",
     ...opts.env,
   });

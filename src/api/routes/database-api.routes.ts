@@ -17,6 +17,8 @@ import { roleOnApp, roleOnDedicatedDatabase, type App } from "../../store/apps.s
 import { instanceFactsOfDatabase } from "../../store/database-instances.store.ts";
 import { findLiveDatabase, type Database } from "../../store/databases.store.ts";
 import { currentOperation } from "../../store/operations.store.ts";
+import { featureViews, type FeatureView } from "../../store/network.store.ts";
+import { publicEndpointOf } from "../../reconciler/network-spec.ts";
 import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
@@ -96,7 +98,7 @@ export function databaseApiJson(
     app_name: appName,
     created_at: db.createdAt.toISOString(),
     encryption_at_rest: false,
-    features: [],
+    features: [] as FeatureView[],
     plan: plan?.name ?? db.planId,
     status: databaseApiStatusOf(db.phase, db.generation, db.observedGeneration),
     // Cellar's own status words (the CLI's --wait shows them): what the platform is doing and why.
@@ -139,9 +141,12 @@ export function databaseApiRoutes(deps: Deps, limiter: RateLimiter): Hono<DbEnv>
     const db = c.get("database");
     const op = await currentOperation(deps.db, db.id);
     const instances = await instanceFactsOfDatabase(deps.db, db.id);
-    return c.json({
-      database: databaseApiJson(db, c.get("appName"), op?.id ?? null, deps.catalog, instances),
-    });
+    const json = databaseApiJson(db, c.get("appName"), op?.id ?? null, deps.catalog, instances);
+    json.features = await featureViews(deps.db, db);
+    // A Dedicated database is reached at its own public endpoint, not at a host's address.
+    const endpoint = db.model === "dedicated" ? await publicEndpointOf(deps.db, deps.config, db) : null;
+    if (endpoint) json.hostname = `${endpoint.address}:${endpoint.port}`;
+    return c.json({ database: json });
   });
 
   // Reference: an unwrapped array.
