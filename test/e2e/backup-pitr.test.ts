@@ -209,8 +209,8 @@ describe("continuous backups and PITR, end to end", () => {
     const w = await cl.waitFor(
       "the Dedicated database's recovery window",
       async () => {
-        const win = await windowOf("vault-prod", dbId).catch(() => ({}));
-        return win.earliest_recoverable_at ? win : undefined;
+        const win = await windowOf("vault-prod", dbId).catch(() => null);
+        return win?.earliest_recoverable_at ? win : undefined;
       },
       180_000,
     );
