@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { registerAddonCommands } from "./addons.cmd.ts";
 import { registerAppCommands } from "./apps.cmd.ts";
+import { registerBackupCommands } from "./backups.cmd.ts";
 import { registerConsoleCommands } from "./console.cmd.ts";
 import { registerDatabaseCommands } from "./databases.cmd.ts";
 import { registerSessionCommands } from "./session.cmd.ts";
@@ -19,5 +20,6 @@ export function registerClientCommands(program: Command): void {
   registerAddonCommands(program);
   registerDatabaseCommands(program);
   registerUserCommands(program);
+  registerBackupCommands(program);
   registerConsoleCommands(program);
 }

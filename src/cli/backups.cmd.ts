@@ -1,0 +1,106 @@
+// Continuous backups (reference §5): the recovery window, and a point-in-time restore in
+// place after a typed confirmation (it replaces the data). Database-API calls go with a
+// fresh add-on token, as the reference's client does.
+import type { Command } from "commander";
+import { act, enc } from "./context.ts";
+import { CliError, rooted, type Response } from "./http.ts";
+import { keyValues, text } from "./output.ts";
+import { confirmByTyping } from "./prompt.ts";
+import type { Session } from "./session.ts";
+import { resolveTarget, type Target, type TargetOpts } from "./targets.ts";
+import { parseDuration, waitFor } from "./wait.ts";
+
+async function pitrCall(session: Session, t: Target, method: string, suffix: string, body?: unknown) {
+  const tok = await session.call("POST", `/apps/${enc(t.scope)}/addons/${enc(t.databaseId)}/token`);
+  const token = rooted(tok, "addon").token;
+  if (typeof token !== "string") throw new CliError("the API gave no add-on token");
+  return session.dbApiWithToken(token, method, `/databases/${enc(t.databaseId)}/pitr${suffix}`, body);
+}
+
+const targetOptions = (c: Command): Command =>
+  c
+    .option("-a, --app <name>", "the app")
+    .option("--addon <id>", "the add-on, when the app has several")
+    .option("--database <id>", "a Dedicated database instead of an app");
+
+/** RFC 3339 with a zone, checked here so a typo never reaches the confirmation. */
+function restoreTime(raw: string | undefined): string {
+  if (!raw || Number.isNaN(Date.parse(raw)) || !/([Zz]|[+-]\d{2}:\d{2})$/.test(raw)) {
+    throw new CliError(`"${raw ?? ""}" is not an RFC 3339 time with a zone, such as 2026-01-31T12:00:00Z`);
+  }
+  return raw;
+}
+
+async function waitForOperation(session: Session, t: Target, id: string, timeoutMs: number) {
+  await waitFor({
+    label: `the restore of ${t.label}`,
+    timeoutMs,
+    intervalMs: 2000,
+    note: (line) => process.stderr.write(`${line}\n`),
+    hint: `check on it later with the operation ${id}`,
+    observe: async () => {
+      const op = rooted(
+        await session.call("GET", `/apps/${enc(t.scope)}/operations/${enc(id)}`),
+        "operation",
+      );
+      const status = text(op.status, "unknown");
+      return {
+        state: status,
+        done: status === "done",
+        ...(status === "error" ? { failed: text(op.error, "the restore failed") } : {}),
+      };
+    },
+  });
+}
+
+export function registerBackupCommands(program: Command): void {
+  targetOptions(
+    program
+      .command("database-pitr-recovery-window")
+      .description("the earliest and latest times a point-in-time restore can reach"),
+  ).action(
+    act<TargetOpts>(async (ctx, _args, opts) => {
+      const target = await resolveTarget(ctx.session(), opts);
+      const res: Response = await pitrCall(ctx.session(), target, "GET", "/recovery_window");
+      const w = rooted(res, "recovery_window");
+      ctx.out.result(res.json, () =>
+        w.earliest_recoverable_at
+          ? keyValues([
+              ["Earliest recoverable at", text(w.earliest_recoverable_at)],
+              ["Latest recoverable at", text(w.latest_recoverable_at)],
+            ])
+          : `${target.label} has no recoverable point yet: its first full backup has not finished.`,
+      );
+    }),
+  );
+
+  targetOptions(
+    program
+      .command("database-pitr-restore <time>")
+      .description(
+        "restore the database in place to an RFC 3339 time (asks to confirm; data after it is lost)",
+      )
+      .option("-y, --yes", "do not ask for confirmation")
+      .option("--wait", "wait until the restore is done")
+      .option("--timeout <duration>", "how long --wait waits", "30m"),
+  ).action(
+    act<TargetOpts & { wait?: boolean; timeout: string }>(async (ctx, [raw], opts) => {
+      const time = restoreTime(raw);
+      const timeoutMs = parseDuration(opts.timeout);
+      const target = await resolveTarget(ctx.session(), opts);
+      if (!ctx.yes) {
+        await confirmByTyping(
+          `every change to ${target.label} made after ${time} (the database is down while it restores)`,
+          ...new Set([target.scope, target.databaseId]),
+        );
+      }
+      const res = await pitrCall(ctx.session(), target, "POST", "/restore", { restore_time: time });
+      const id = text(rooted(res, "operation").id);
+      ctx.out.result(res.json, () => `Restore of ${target.label} to ${time} started: operation ${id}.`);
+      if (opts.wait) {
+        await waitForOperation(ctx.session(), target, id, timeoutMs);
+        if (!ctx.out.json) process.stdout.write(`${target.label} is restored to ${time}.\n`);
+      }
+    }),
+  );
+}
