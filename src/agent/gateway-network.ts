@@ -6,7 +6,6 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { GatewaySpecJson } from "../reconciler/instance-spec.ts";
 import type { GatewayNetwork } from "../reconciler/network-spec.ts";
-import { applyEdge } from "../runtime/nft.ts";
 import { NODE_NET_RANGE } from "../runtime/netns.ts";
 import {
   checkVpcRange,
@@ -15,7 +14,6 @@ import {
   removePublicAddress,
   removePublicBridgeIfUnused,
   removeVpcIfUnused,
-  UPLINK,
 } from "../runtime/vpc.ts";
 
 const RECORD = "gateway-network.json";
@@ -52,9 +50,8 @@ export async function prepareGatewayNetwork(
     const { edge, ...vpc } = net.vpc;
     checkVpcRange(vpc.range, [NODE_NET_RANGE, net.publicNetwork]);
     await writeRecord(dir, { publicNetwork: net.publicNetwork, databaseId: vpc.databaseId });
-    const names = await ensureVpc(vpc);
     // The edge and the gateway enforce the same rules: a gap in one is caught by the other.
-    await applyEdge(names.ns, { uplink: UPLINK, ...edge });
+    const names = await ensureVpc(vpc, edge);
     return { ...spec, netns: names.ns };
   }
   if (net.hostPublicAddress) {

@@ -17,7 +17,7 @@ import path from "node:path";
 import { addressAt, cidrOf, cidrsOverlap } from "../domain/ipv4.ts";
 import { IsolationError } from "./cgroup-fs.ts";
 import { withFileLock } from "./file-lock.ts";
-import { applyEdge, hasEdge } from "./nft.ts";
+import { applyEdge, hasEdge, type EdgeRules } from "./nft.ts";
 import { inet, ip, isUp, links, netnsExists, netnsPids, type IpLink } from "./netns.ts";
 
 const LOCK_DIR = "/run/cellar/net-locks";
@@ -81,6 +81,8 @@ function hasOnly(l: IpLink | undefined, address: string, prefix: number): boolea
 export async function ensurePublicBridge(publicNetwork: string): Promise<string> {
   const bridge = publicBridgeName(publicNetwork);
   const control = `${controlAddress(publicNetwork)}/${prefixOf(publicNetwork)}`;
+  const [seen] = await links(null, bridge);
+  if (isUp(seen) && inet(seen).some((a) => `${a.local}/${a.prefixlen}` === control)) return bridge;
   await lock(bridge, async () => {
     const [l] = await links(null, bridge);
     if (!l) await ip(["link", "add", bridge, "type", "bridge"]);
@@ -125,23 +127,29 @@ export async function removePublicBridgeIfUnused(publicNetwork: string): Promise
   return removed;
 }
 
-async function ensureNamespace(ns: string): Promise<void> {
+/** The namespace's links; a fresh namespace (lo only) when it had to be made. */
+async function ensureNamespace(ns: string): Promise<{ inside: IpLink[]; fresh: boolean }> {
   const inside = (await netnsExists(ns)) ? await links(ns) : [];
-  if (inside.length > 0) return;
+  if (inside.length > 0) return { inside, fresh: false };
   // A name without a usable namespace (e.g. a file left by a reboot) is replaced.
   if (await netnsExists(ns)) await ip(["netns", "delete", ns]).catch(() => "");
   await ip(["netns", "add", ns]);
   await ip(["-n", ns, "link", "set", "lo", "up"]);
+  return { inside: [], fresh: true };
 }
 
-/** Deny by default from the very first moment: the edge exists before the uplink. */
-async function ensureEdge(ns: string): Promise<void> {
-  if (await hasEdge(ns)) return;
+/**
+ * Deny by default from the very first moment: the edge exists before the uplink. `rules`
+ * replaces it (the gateway's converge); without, a missing table is made denying everything.
+ */
+async function ensureEdge(ns: string, fresh: boolean, rules: EdgeRules | undefined): Promise<void> {
+  if (rules) return applyEdge(ns, rules);
+  if (!fresh && (await hasEdge(ns))) return;
   await applyEdge(ns, { uplink: UPLINK, ports: [], allow: [], control: [] });
 }
 
-async function ensureBridge(ns: string, range: string): Promise<void> {
-  const [br] = await links(ns, VPC_BRIDGE).catch(() => []);
+async function ensureBridge(ns: string, range: string, inside: IpLink[]): Promise<void> {
+  const br = inside.find((l) => l.ifname === VPC_BRIDGE);
   const address = addressAt(cidrOf(range), 1);
   if (!br) await ip(["-n", ns, "link", "add", VPC_BRIDGE, "type", "bridge"]);
   if (!hasOnly(br, address, prefixOf(range))) {
@@ -151,9 +159,9 @@ async function ensureBridge(ns: string, range: string): Promise<void> {
   if (!isUp(br)) await ip(["-n", ns, "link", "set", VPC_BRIDGE, "up"]);
 }
 
-async function ensureUplink(spec: VpcSpec, n: VpcNames, bridge: string): Promise<void> {
+async function ensureUplink(spec: VpcSpec, n: VpcNames, bridge: string, inside: IpLink[]): Promise<void> {
   const prefix = prefixOf(spec.publicNetwork);
-  const [up] = await links(n.ns, UPLINK);
+  const up = inside.find((l) => l.ifname === UPLINK);
   const [host] = await links(null, n.hostIf);
   const paired = up && host && up.link_index === host.ifindex && host.link_index === up.ifindex;
   if (!paired) {
@@ -188,17 +196,17 @@ async function ensureUplink(spec: VpcSpec, n: VpcNames, bridge: string): Promise
 }
 
 /**
- * Creates or repairs the database's network: namespace, edge (deny all until the gateway
- * applies the database's rules), bridge, uplink. Serialised per database across agents.
+ * Creates or repairs the database's network: namespace, edge (`edge`, or deny all until the
+ * gateway applies the database's rules), bridge, uplink. Serialised per database across agents.
  */
-export async function ensureVpc(spec: VpcSpec): Promise<VpcNames> {
+export async function ensureVpc(spec: VpcSpec, edge?: Omit<EdgeRules, "uplink">): Promise<VpcNames> {
   const n = vpcNames(spec.databaseId);
   const bridge = await ensurePublicBridge(spec.publicNetwork);
   await lock(n.ns, async () => {
-    await ensureNamespace(n.ns);
-    await ensureEdge(n.ns);
-    await ensureBridge(n.ns, spec.range);
-    await ensureUplink(spec, n, bridge);
+    const { inside, fresh } = await ensureNamespace(n.ns);
+    await ensureEdge(n.ns, fresh, edge && { uplink: UPLINK, ...edge });
+    await ensureBridge(n.ns, spec.range, inside);
+    await ensureUplink(spec, n, bridge, inside);
   });
   return n;
 }
