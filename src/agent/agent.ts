@@ -40,7 +40,7 @@ interface DesiredResponse {
   instances: Array<{
     id: string;
     database_id: string;
-    kind: "node" | "gateway";
+    kind: DesiredInstance["kind"];
     port: number;
     spec: Record<string, unknown>;
     spec_generation: number;
@@ -70,12 +70,14 @@ export class Agent {
 
   async start(): Promise<void> {
     await this.register();
+    this.opts.driver.watch?.(() => this.kickConverge());
     this.pollAbort = this.pollLoop();
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? 2000);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.opts.driver.unwatch?.();
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.retryTimer);
     await this.converging;
@@ -193,8 +195,10 @@ export class Agent {
       }
     }
     this.retries.retain((id) => this.desired.has(id) || local.includes(id));
-    // Gateways after nodes, so that a gateway never points at a node not yet created.
-    desired.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "node" ? -1 : 1));
+    // etcd first (nodes of HA clusters need it), gateways after nodes (a gateway never
+    // points at a node not yet created).
+    const order = { etcd: 0, node: 1, gateway: 2 };
+    desired.sort((a, b) => order[a.kind] - order[b.kind]);
     await Promise.all(desired.map((inst) => this.convergeOne(inst)));
     this.scheduleRetry();
   }

@@ -5,7 +5,7 @@ import type { InstanceStatus } from "../store/instances.store.ts";
 export interface DesiredInstance {
   id: string;
   databaseId: string;
-  kind: "node" | "gateway";
+  kind: "node" | "gateway" | "etcd";
   port: number;
   spec: Record<string, unknown>;
   specGeneration: number;
@@ -32,6 +32,9 @@ export interface InstanceDriver {
   remove(instanceId: string): Promise<void>;
   /** Instance ids that have something on this host (directories, processes). */
   listLocal(): Promise<string[]>;
+  /** Calls `onChange` when an instance needs converging before the next heartbeat (a lost Patroni). */
+  watch?(onChange: () => void): void;
+  unwatch?(): void;
   /** The last lines of a node's engine log, when the driver keeps one (null: none yet). */
   logTail?(instanceId: string, maxLines: number): Promise<string | null>;
 }

@@ -9,18 +9,26 @@ import { PgTemplate } from "../engines/postgresql/data-dir.ts";
 import { Gateway } from "../engines/postgresql/gateway.ts";
 import { HostLayout } from "../engines/postgresql/host-layout.ts";
 import { PostgresInstance } from "../engines/postgresql/instance.ts";
+import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
+import { PatroniNode } from "../engines/postgresql/patroni-node.ts";
 import { cpuPercentBetween, type CpuSample } from "../domain/instance-views.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
+import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
 import { NodeIsolation, type NodePlacement } from "./node-isolation.ts";
 import { NodeBackups } from "./node-backups.ts";
+import { HaNodes } from "./ha-nodes.ts";
+import { EtcdMember, type EtcdMemberSpec } from "../engines/etcd/etcd-member.ts";
+import type { Logger } from "../log.ts";
 
 const execFileAsync = promisify(execFile);
 const META = "cellar-instance.json";
 const DISK_REFRESH_MS = 60_000;
+/** How long a starting etcd member waits for its peers before it reports itself. */
+const ETCD_QUORUM_WAIT_MS = 30_000;
 /** CPU quota of a new node while it is set up, before its plan's own quota applies. */
 const BURST_VCPU = 2;
 /** At most this much of the end of a log file is read for a tail. */
@@ -28,7 +36,7 @@ const LOG_TAIL_BYTES = 256 * 1024;
 
 interface Meta {
   id: string;
-  kind: "node" | "gateway";
+  kind: DesiredInstance["kind"];
   /** Spec generation last applied in full. */
   applied: number;
 }
@@ -40,6 +48,7 @@ export interface PostgresDriverOptions {
   runtime: IsolationRuntime;
   /** CPUs this host may hand out exclusively to Dedicated nodes. */
   exclusiveCpus: number[];
+  log?: Logger;
 }
 
 export class PostgresDriver implements InstanceDriver {
@@ -54,10 +63,22 @@ export class PostgresDriver implements InstanceDriver {
   private readonly isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id) });
   /** Continuous backups and restores of single-node databases (node-backups.ts). */
   private readonly backups = new NodeBackups({ dirOf: (id) => this.dirOf(id) });
+  /** Nodes of HA clusters: Patroni started and watched (ha-nodes.ts). */
+  private readonly ha: HaNodes;
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
     this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
+    this.ha = new HaNodes(opts.log ?? null);
+  }
+
+  /** `onChange` is called when an instance needs converging before the next heartbeat. */
+  watch(onChange: () => void): void {
+    this.ha.watch(onChange);
+  }
+
+  unwatch(): void {
+    this.ha.stopWatching();
   }
 
   /** Builds the template now rather than at the first provisioning; returns why it cannot be used. */
@@ -115,6 +136,9 @@ export class PostgresDriver implements InstanceDriver {
       if (seen.status === "running") return seen;
     }
     if (inst.kind === "gateway") return this.convergeGateway(inst, meta);
+    if (inst.kind === "etcd") return this.convergeEtcd(inst, meta);
+    const spec = inst.spec as unknown as NodeSpec;
+    if (HaNodes.applies(spec)) return this.convergeHaNode(inst, spec, meta);
     return this.convergeNode(inst, meta);
   }
 
@@ -199,6 +223,87 @@ export class PostgresDriver implements InstanceDriver {
     return { ...(await this.observeNode(inst, spec)), message: notes };
   }
 
+  /** An HA node: Patroni runs PostgreSQL; the protected role is written on the leader. */
+  private async convergeHaNode(
+    inst: DesiredInstance,
+    spec: NodeSpec & { ha: NonNullable<NodeSpec["ha"]> },
+    meta: Meta,
+  ): Promise<Observation> {
+    const sandbox = sandboxNameFor(inst.id);
+    const limits = this.limitsOf(spec);
+    // As for a single node: initdb or a standby's clone runs with spare CPU, then the plan's quota.
+    const burst = meta.applied === 0 && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
+    const info = await this.opts.runtime.ensureSandbox(
+      sandbox,
+      burst ? { ...limits, cpuQuota: BURST_VCPU } : limits,
+    );
+    const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
+    const pg = this.node(inst, spec, placement);
+    const patroni = this.ha.node(pg, spec, (argv) => {
+      const [cmd, ...args] = placement.wrap(argv);
+      return wrapCommand(this.opts.runtime, sandbox, cmd!, args);
+    });
+    const obs = await this.ha.converge(inst.id, spec, patroni, () =>
+      pg.ensureRoleAndDatabase({
+        user: spec.credentials.username,
+        password: spec.credentials.password,
+        database: spec.credentials.dbname,
+      }),
+    );
+    if (obs.status !== "running") return obs;
+    if (burst) await this.opts.runtime.updateLimits(sandbox, limits);
+    if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
+    const allNotes = [...info.notes, ...placement.notes];
+    return {
+      ...obs,
+      observedGeneration: inst.specGeneration,
+      message: allNotes.length ? `isolation: ${allNotes.join("; ")}` : "",
+    };
+  }
+
+  private etcdMember(id: string): EtcdMember {
+    return new EtcdMember(path.join(this.dirOf(id), "etcd"));
+  }
+
+  /** A member of the region's etcd cluster: running once it is healthy (which needs a quorum). */
+  private async convergeEtcd(inst: DesiredInstance, meta: Meta): Promise<Observation> {
+    const spec = inst.spec as unknown as EtcdMemberSpec;
+    const member = this.etcdMember(inst.id);
+    await member.ensure(spec);
+    if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
+    // Healthy needs a quorum: the other members start on their own hosts at the same time.
+    await waitFor(
+      `etcd member ${spec.name} to join its cluster`,
+      () => member.healthy(spec),
+      ETCD_QUORUM_WAIT_MS,
+      250,
+    ).catch(() => undefined);
+    return this.observe(inst);
+  }
+
+  private async observeEtcd(inst: DesiredInstance): Promise<Observation> {
+    const spec = inst.spec as unknown as EtcdMemberSpec;
+    const member = this.etcdMember(inst.id);
+    const meta = await this.readMeta(inst.id);
+    if (!(await member.running())) {
+      return {
+        status: "stopped",
+        message: "etcd is not running",
+        role: "",
+        observedGeneration: 0,
+        usage: {},
+      };
+    }
+    const healthy = await member.healthy(spec);
+    return {
+      status: healthy ? "running" : "booting",
+      message: healthy ? "" : "etcd runs but reports no quorum yet",
+      role: "",
+      observedGeneration: healthy ? (meta?.applied ?? 0) : 0,
+      usage: {},
+    };
+  }
+
   private async convergeGateway(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as GatewaySpecJson;
     await this.gateway(inst.id).ensure(await this.isolation.gatewaySpec(spec, inst.id));
@@ -218,7 +323,21 @@ export class PostgresDriver implements InstanceDriver {
         usage: {},
       };
     }
-    return this.observeNode(inst, inst.spec as unknown as NodeSpec);
+    if (inst.kind === "etcd") return this.observeEtcd(inst);
+    const spec = inst.spec as unknown as NodeSpec;
+    if (HaNodes.applies(spec)) return this.observeHaNode(inst, spec);
+    return this.observeNode(inst, spec);
+  }
+
+  private async observeHaNode(
+    inst: DesiredInstance,
+    spec: NodeSpec & { ha: NonNullable<NodeSpec["ha"]> },
+  ): Promise<Observation> {
+    const meta = await this.readMeta(inst.id);
+    const patroni = this.ha.node(this.node(inst, spec), spec, (a) => a);
+    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0);
+    const base = await this.observeNode(inst, spec);
+    return { ...obs, usage: base.usage };
   }
 
   private async observeNode(inst: DesiredInstance, spec: NodeSpec): Promise<Observation> {
@@ -299,6 +418,9 @@ export class PostgresDriver implements InstanceDriver {
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
       await this.gateway(id).destroy();
     }
+    if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).destroy();
+    await this.stopPatroni(id);
+    this.ha.forget(id);
     const stopNode = () => this.nodeForCleanup(id).stop("immediate");
     await this.isolation.release(id, stopNode, { keepData: false });
     if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).destroy();
@@ -307,6 +429,15 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.delete(id);
     this.cpu.delete(id);
+  }
+
+  /** Stops an HA node's Patroni (found by its pid file) before its PostgreSQL is touched. */
+  private async stopPatroni(id: string): Promise<void> {
+    if (!(await exists(path.join(this.dirOf(id), "node", "patroni.pid")))) return;
+    const pg = this.nodeForCleanup(id);
+    // Only the pid file and config path matter to stop it; the spec is not needed.
+    const patroni = new PatroniNode(pg, { restPort: 1 } as HaSpec, "", (a) => a);
+    await this.ha.stop(id, patroni);
   }
 
   /** Enough of an instance to stop or destroy it (address and port do not matter then). */
@@ -326,6 +457,9 @@ export class PostgresDriver implements InstanceDriver {
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
+      if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).stop();
+      // A Patroni stopped cleanly hands its leader key over: a standby elsewhere takes over.
+      await this.stopPatroni(id);
       if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();
       // Mounts and namespaces are the host's: given back, re-made by the next converge.
       await this.isolation.release(id, () => this.nodeForCleanup(id).stop(), { keepData: true });

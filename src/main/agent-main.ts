@@ -53,6 +53,7 @@ export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<
     runDir,
     runtime,
     exclusiveCpus: opts.pool === "dedicated" ? os.cpus().map((_, i) => i) : [],
+    log,
   });
   // In the background: registration need not wait; a provisioning meanwhile waits for it.
   void driver.prepareTemplate().then(

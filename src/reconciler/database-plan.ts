@@ -1,6 +1,7 @@
 // Pure planning of one reconcile pass on a database: from what was observed to the one
 // step to apply next, with the sentence that explains it.
 import type { PlacementResult, Slot } from "../domain/placement.ts";
+import type { DcsState } from "./dcs.ts";
 import type { Phase } from "../store/databases.store.ts";
 import type { DesiredState, InstanceKind, InstanceStatus } from "../store/instances.store.ts";
 
@@ -32,6 +33,8 @@ export interface DatabaseObservation {
   placement: PlacementResult | null;
   /** Database nodes the current plan asks for (1 Starter, 2 Business, 3 Enterprise). */
   planNodes: number;
+  /** The region's DCS, looked at only when an HA cluster is about to be placed. */
+  dcs: DcsState | null;
 }
 
 export type DatabaseStep =
@@ -39,7 +42,7 @@ export type DatabaseStep =
   | { kind: "start-operations"; generation: number }
   | { kind: "set-phase"; phase: Exclude<Phase, "deleted">; reason: string }
   | { kind: "finalize-deletion" }
-  | { kind: "place"; slots: Slot[] }
+  | { kind: "place"; slots: Slot[]; dcsEndpoints?: string[] }
   | { kind: "delete-instances" }
   | { kind: "update-specs"; generation: number }
   | { kind: "verify"; generation: number };
@@ -55,8 +58,8 @@ export const WAIT_RECHECK_MS = 60_000;
 /** Waiting on agents: their reports also wake the database, this is the safety net. */
 export const INSTANCE_RECHECK_MS = 5_000;
 
-export const HA_NOT_YET_REASON =
-  "multi-node plans (Business, Enterprise) need high-availability clusters, which this Cellar version does not run yet";
+export const CLASS_SWITCH_NOT_YET_REASON =
+  "switching between single-node (Starter) and high-availability (Business, Enterprise) plans is not supported by this Cellar version yet";
 
 export const NO_HOST_REASON = "waiting for a host: no host agent has registered";
 
@@ -123,17 +126,21 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
   }
   if (o.deleteRequested) return planDeletion(o);
 
-  // Why: without Patroni, extra nodes would be independent primaries behind one gateway.
-  if (o.planNodes > 1) {
-    const phase = o.observedGeneration === 0 ? "provisioning" : "updating";
-    return settle(o, phase, HA_NOT_YET_REASON);
+  // Why: a Starter node has no Patroni; more nodes next to it would be independent primaries.
+  const nodeCount = o.instances.filter((i) => i.kind === "node").length;
+  if (nodeCount > 0 && nodeCount > 1 !== o.planNodes > 1) {
+    return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
   }
 
   if (o.instances.length === 0) {
+    // An HA cluster keeps its leader key in the region's etcd cluster: it must run first.
+    if (o.planNodes > 1 && o.dcs && !o.dcs.ready)
+      return settle(o, "provisioning", o.dcs.reason, INSTANCE_RECHECK_MS);
     if (o.placement?.ok) {
       const hosts = [...new Set(o.placement.slots.map((s) => s.hostId))].join(", ");
+      const dcs = o.dcs?.ready ? { dcsEndpoints: o.dcs.endpoints } : {};
       return {
-        step: { kind: "place", slots: o.placement.slots },
+        step: { kind: "place", slots: o.placement.slots, ...dcs },
         message: `${id} placed ${o.placement.slots.length} instance(s) on ${hosts}`,
         requeueAfterMs: 0,
       };

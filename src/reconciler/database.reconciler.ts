@@ -11,7 +11,9 @@ import { countPendingOperations, startOperations } from "../store/operations.sto
 import { planDatabase, type DatabaseObservation, type DatabaseStep } from "./database-plan.ts";
 import type { PassResult } from "./loop.ts";
 import { reconcileBackups } from "./backup.reconciler.ts";
-import { createInstances, markRunningIfReachable, updateInstanceSpecs } from "./provision.ts";
+import { createInstances, markRunningIfReachable, updateInstanceSpecs, type HaContext } from "./provision.ts";
+import { ensureHaSecrets, haSecrets } from "../store/dcs.store.ts";
+import { dropDcsUser, ensureDcsUser, ensureRegionDcs } from "./dcs.ts";
 
 export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseObservation | null> {
   const q: Queryable = deps.db;
@@ -24,6 +26,7 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
     [instances.map((i) => i.hostId)],
   );
   const hostById = new Map(hosts.map((h) => [h.id, h]));
+  const planNodes = findPlan(deps.catalog, db.planId)?.nodes ?? 1;
   return {
     id,
     generation: db.generation,
@@ -45,7 +48,11 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
       desiredState: i.desiredState,
     })),
     placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,
-    planNodes: findPlan(deps.catalog, db.planId)?.nodes ?? 1,
+    planNodes,
+    dcs:
+      planNodes > 1 && instances.length === 0 && !db.deleteRequestedAt
+        ? await ensureRegionDcs(deps, db.region)
+        : null,
   };
 }
 
@@ -56,6 +63,20 @@ async function placementFor(deps: Deps, db: Database): Promise<DatabaseObservati
     { model: db.model, region: db.region, plan, sharedOvercommit: deps.config.sharedOvercommit },
     await hostViews(deps.db, db.id),
   );
+}
+
+/** The cluster's secrets, and its own etcd user made before any node may use it. */
+async function haContext(deps: Deps, id: string, endpoints: string[]): Promise<HaContext> {
+  const db = (await getDatabase(deps.db, id))!;
+  const secrets = await ensureHaSecrets(deps.db, id);
+  await ensureDcsUser(deps, db.region, id, endpoints, secrets);
+  return { endpoints, secrets: { ...secrets, dcsUserCreated: true } };
+}
+
+async function dropHaCluster(deps: Deps, id: string): Promise<void> {
+  const secrets = await haSecrets(deps.db, id);
+  const db = await getDatabase(deps.db, id);
+  if (secrets?.dcsUserCreated && db) await dropDcsUser(deps, db.region, id, secrets);
 }
 
 async function notifyHosts(deps: Deps, databaseId: string): Promise<void> {
@@ -73,10 +94,16 @@ async function applyStep(deps: Deps, id: string, step: DatabaseStep): Promise<st
       await writePhase(deps.db, id, step.phase, step.reason);
       return null;
     case "finalize-deletion":
+      await dropHaCluster(deps, id);
       await deps.db.tx((q) => finalizeDeletion(q, deps.catalog, id));
       return null;
     case "place":
-      await createInstances(deps, id, step.slots);
+      await createInstances(
+        deps,
+        id,
+        step.slots,
+        step.dcsEndpoints ? await haContext(deps, id, step.dcsEndpoints) : null,
+      );
       await notifyHosts(deps, id);
       return null;
     case "delete-instances":

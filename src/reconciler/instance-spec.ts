@@ -6,6 +6,7 @@ import { planPostgresSettings, type PlanSettings } from "../engines/postgresql/p
 import type { PemPair } from "../engines/tls/pki.ts";
 import type { GatewaySpec } from "../engines/postgresql/haproxy-config.ts";
 import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
+import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
 
 export interface Credentials {
   username: string;
@@ -26,6 +27,8 @@ export interface NodeSpec {
   credentials: Credentials;
   /** Continuous backups (pgBackRest) of a single-node database: what its agent keeps. */
   backup?: NodeBackupSpec;
+  /** Set on the nodes of an HA cluster (Business, Enterprise): Patroni runs PostgreSQL. */
+  ha?: HaSpec;
 }
 
 export type GatewaySpecJson = GatewaySpec;
@@ -64,12 +67,18 @@ export function nodeSpec(args: {
 
 export function gatewaySpec(
   listen: { address: string; port: number },
-  nodes: Array<{ id: string; address: string; port: number }>,
+  nodes: Array<{ id: string; address: string; port: number; patroniPort?: number }>,
   plan: Plan,
 ): GatewaySpecJson {
   return {
     listen: { host: listen.address, port: listen.port },
-    backends: nodes.map((n) => ({ name: n.id, host: n.address, port: n.port })),
+    backends: nodes.map((n) => ({
+      name: n.id,
+      host: n.address,
+      port: n.port,
+      // HA: only the node whose Patroni holds the leader key gets traffic.
+      ...(n.patroniPort !== undefined ? { patroniPort: n.patroniPort } : {}),
+    })),
     // Above the nodes' limit, so PostgreSQL itself refuses extra clients with a clear error.
     maxConnections: plan.maxConnections + 20,
   };

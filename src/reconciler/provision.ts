@@ -22,9 +22,26 @@ import {
   type Instance,
 } from "../store/instances.store.ts";
 import { finishOperations } from "../store/operations.store.ts";
-import { databaseUrl, gatewaySpec, nodeSpec, type Credentials, type NodeSpec } from "./instance-spec.ts";
+import {
+  databaseUrl,
+  gatewaySpec,
+  nodeSpec,
+  type Credentials,
+  type GatewaySpecJson,
+  type NodeSpec,
+} from "./instance-spec.ts";
 import { newId } from "../domain/ids.ts";
+import {
+  certificateAddresses,
+  clientEndpoint,
+  loadNetworkPolicy,
+  withGatewayNetwork,
+  withNodeNetwork,
+} from "./network-spec.ts";
 import { nodeBackupSpec } from "./backup-spec.ts";
+import { CELLAR_HA_TIMING, REPLICATION_USER, type HaSpec } from "../engines/postgresql/patroni-config.ts";
+import type { HaSecrets } from "../store/dcs.store.ts";
+import { DCS_NAMESPACE } from "./dcs.ts";
 
 /** The protected default user and database: named after the resource id, as the reference does. */
 async function ensureCredentials(q: Queryable, db: Database): Promise<Credentials> {
@@ -55,8 +72,56 @@ async function hostAddresses(q: Queryable, ids: string[]): Promise<Map<string, s
   return new Map(rows.map((r) => [r.id, r.address]));
 }
 
+/** What the nodes of an HA cluster share: where the DCS is, and the cluster's secrets. */
+export interface HaContext {
+  endpoints: string[];
+  secrets: HaSecrets;
+}
+
+/** The HA part of a node's spec: Patroni's identity, DCS access, replication credentials. */
+async function haSpecOf(
+  deps: Deps,
+  db: Database,
+  plan: Plan,
+  ha: HaContext,
+): Promise<(member: string, restPort: number) => HaSpec> {
+  const dcsTls = await deps.pki.issue(
+    db.region,
+    { commonName: ha.secrets.dcsUser, nameInOu: true },
+    "client",
+  );
+  const replicationTls = await deps.pki.issue(db.region, { commonName: REPLICATION_USER }, "client");
+  return (member, restPort) => ({
+    scope: db.id,
+    namespace: DCS_NAMESPACE,
+    member,
+    restPort,
+    restPassword: ha.secrets.restPassword,
+    dcs: {
+      endpoints: ha.endpoints,
+      user: ha.secrets.dcsUser,
+      password: ha.secrets.dcsPassword,
+      certPem: dcsTls.certPem,
+      keyPem: dcsTls.keyPem,
+    },
+    replication: {
+      password: ha.secrets.replicationPassword,
+      certPem: replicationTls.certPem,
+      keyPem: replicationTls.keyPem,
+    },
+    rewindPassword: ha.secrets.rewindPassword,
+    synchronous: plan.serviceClass === "enterprise",
+    timing: CELLAR_HA_TIMING,
+  });
+}
+
 /** Creates the instances of a placement (idempotent: existing slots are kept). */
-export async function createInstances(deps: Deps, databaseId: string, slots: Slot[]): Promise<void> {
+export async function createInstances(
+  deps: Deps,
+  databaseId: string,
+  slots: Slot[],
+  ha: HaContext | null = null,
+): Promise<void> {
   await deps.db.tx(async (q) => {
     const db = await lockDatabase(q, databaseId);
     if (!db || db.deleteRequestedAt) return;
@@ -66,32 +131,50 @@ export async function createInstances(deps: Deps, databaseId: string, slots: Slo
       q,
       slots.map((s) => s.hostId),
     );
+    const net = await loadNetworkPolicy(q, deps.config, db, [...addresses.keys()]);
     // TLS passes through the gateways: the certificate names every address a client may dial.
     const tls = await deps.pki.issueServer(db.region, {
       commonName: db.resourceId.replace(/_/g, "-"),
-      ipAddresses: [...new Set(addresses.values())],
+      ipAddresses: [...new Set([...addresses.values(), ...certificateAddresses(net)])],
     });
+    const haOf = ha ? await haSpecOf(deps, db, plan, ha) : null;
     const backup = await nodeBackupSpec(q, deps, db);
     const nodes: Instance[] = [];
     for (const slot of slots.filter((s) => s.kind === "node")) {
       const address = addresses.get(slot.hostId)!;
-      nodes.push(
-        await ensureInstance(
-          q,
-          { databaseId, hostId: slot.hostId, kind: "node", ordinal: slot.ordinal },
-          (port) =>
-            nodeSpec({ model: db.model, plan, resourceId: db.resourceId, address, port, tls, credentials, backup }),
-          db.generation,
-        ),
-      );
+      const slotKey = { databaseId, hostId: slot.hostId, kind: "node" as const, ordinal: slot.ordinal };
+      const spec = (port: number, restPort: number | null, id: string) => {
+        const node = nodeSpec({
+          model: db.model,
+          plan,
+          resourceId: db.resourceId,
+          address,
+          port,
+          tls,
+          credentials,
+          backup,
+        });
+        const withNet = withNodeNetwork(node, net, slot.ordinal);
+        return haOf && restPort !== null ? { ...withNet, ha: haOf(id, restPort) } : withNet;
+      };
+      nodes.push(await ensureInstance(q, slotKey, spec, db.generation, { extraPort: haOf !== null }));
     }
-    const backends = nodes.map((n) => ({ id: n.id, address: addresses.get(n.hostId)!, port: n.port }));
+    const backends = nodes.map((n) => ({
+      id: n.id,
+      address: addresses.get(n.hostId)!,
+      port: n.port,
+      ...(n.extraPort !== null ? { patroniPort: n.extraPort } : {}),
+    }));
+    const checkCa = haOf ? { checkCaPem: deps.pki.ca(db.region).certPem } : {};
     for (const slot of slots.filter((s) => s.kind === "gateway")) {
       const address = addresses.get(slot.hostId)!;
       await ensureInstance(
         q,
         { databaseId, hostId: slot.hostId, kind: "gateway", ordinal: slot.ordinal },
-        (port) => gatewaySpec({ address, port }, backends, plan),
+        (port) => {
+          const gw = { ...gatewaySpec({ address, port }, backends, plan), ...checkCa };
+          return withGatewayNetwork(gw, net, slot.hostId, new Map(nodes.map((n) => [n.id, n.ordinal])));
+        },
         db.generation,
       );
     }
@@ -104,9 +187,20 @@ export async function updateInstanceSpecs(deps: Deps, databaseId: string, genera
     const db = await lockDatabase(q, databaseId);
     if (!db || db.generation !== generation) return;
     const plan = planOf(deps, db);
-    for (const inst of await instancesOfDatabase(q, databaseId)) {
+    const instances = await instancesOfDatabase(q, databaseId);
+    const net = await loadNetworkPolicy(
+      q,
+      deps.config,
+      db,
+      instances.map((i) => i.hostId),
+    );
+    const ordinals = new Map(instances.filter((i) => i.kind === "node").map((i) => [i.id, i.ordinal]));
+    for (const inst of instances) {
       if (inst.specGeneration >= generation) continue;
       let spec: object = { ...inst.spec, maxConnections: plan.maxConnections + 20 };
+      if (inst.kind === "gateway") {
+        spec = withGatewayNetwork(spec as GatewaySpecJson, net, inst.hostId, ordinals);
+      }
       if (inst.kind === "node") {
         const old = inst.spec as unknown as NodeSpec;
         spec = nodeSpec({
@@ -119,6 +213,9 @@ export async function updateInstanceSpecs(deps: Deps, databaseId: string, genera
           credentials: old.credentials,
           backup: await nodeBackupSpec(q, deps, db),
         });
+        spec = withNodeNetwork(spec as NodeSpec, net, inst.ordinal);
+        // An HA node keeps its cluster identity across plan changes.
+        if (old.ha) spec = { ...spec, ha: old.ha };
       }
       await updateInstanceSpec(q, inst.id, spec, generation);
     }
@@ -130,7 +227,9 @@ async function checkConnection(deps: Deps, db: Database): Promise<string | null>
   const instances = await instancesOfDatabase(deps.db, db.id);
   const gateway = instances.find((i) => i.kind === "gateway");
   if (!gateway) return "no gateway instance";
-  const address = (await hostAddresses(deps.db, [gateway.hostId])).get(gateway.hostId)!;
+  const net = await loadNetworkPolicy(deps.db, deps.config, db, [gateway.hostId]);
+  const hostAddress = (await hostAddresses(deps.db, [gateway.hostId])).get(gateway.hostId)!;
+  const { address, port } = clientEndpoint(net, { address: hostAddress, port: gateway.port });
   const { rows } = await deps.db.query<Credentials>(
     "SELECT username, password, dbname FROM database_credentials WHERE database_id = $1",
     [db.id],
@@ -139,7 +238,7 @@ async function checkConnection(deps: Deps, db: Database): Promise<string | null>
   if (!c) return "no credentials";
   const client = new pg.Client({
     host: address,
-    port: gateway.port,
+    port,
     user: c.username,
     password: c.password,
     database: c.dbname,
@@ -151,7 +250,7 @@ async function checkConnection(deps: Deps, db: Database): Promise<string | null>
     await client.query("SELECT 1");
     return null;
   } catch (err) {
-    return `TLS connection through the gateway ${address}:${gateway.port} failed: ${(err as Error).message}`;
+    return `TLS connection through the gateway ${address}:${port} failed: ${(err as Error).message}`;
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -194,10 +293,11 @@ export async function markRunningIfReachable(
     const gateway = instances.find((i) => i.kind === "gateway")!;
     const address = (await hostAddresses(q, [gateway.hostId])).get(gateway.hostId)!;
     const credentials = await ensureCredentials(q, locked);
+    const net = await loadNetworkPolicy(q, deps.config, locked, [gateway.hostId]);
     await writeUrlVariables(
       q,
       locked,
-      databaseUrl(locked.model, { address, port: gateway.port }, credentials),
+      databaseUrl(locked.model, clientEndpoint(net, { address, port: gateway.port }), credentials),
     );
     await q.query(
       `UPDATE databases SET phase = 'running', phase_reason = '', observed_generation = $2,

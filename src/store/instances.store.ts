@@ -5,7 +5,7 @@ import { newId } from "../domain/ids.ts";
 import type { Queryable } from "./db.ts";
 import { isPgError, UNIQUE_VIOLATION } from "./db.ts";
 
-export type InstanceKind = "node" | "gateway";
+export type InstanceKind = "node" | "gateway" | "etcd";
 export type DesiredState = "running" | "stopped" | "deleted";
 export type InstanceStatus =
   "booting" | "running" | "restarting" | "stopped" | "removing" | "removed" | "failed";
@@ -17,6 +17,8 @@ export interface Instance {
   kind: InstanceKind;
   ordinal: number;
   port: number;
+  /** A node's second port (Patroni's REST API); null when it has none. */
+  extraPort: number | null;
   spec: Record<string, unknown>;
   specGeneration: number;
   desiredState: DesiredState;
@@ -35,6 +37,7 @@ interface InstanceRow {
   kind: InstanceKind;
   ordinal: number;
   port: number;
+  extra_port: number | null;
   spec: Record<string, unknown>;
   spec_generation: number;
   desired_state: DesiredState;
@@ -53,6 +56,7 @@ const toInstance = (r: InstanceRow): Instance => ({
   kind: r.kind,
   ordinal: r.ordinal,
   port: r.port,
+  extraPort: r.extra_port,
   spec: r.spec,
   specGeneration: r.spec_generation,
   desiredState: r.desired_state,
@@ -64,8 +68,9 @@ const toInstance = (r: InstanceRow): Instance => ({
   observedAt: r.observed_at,
 });
 
-/** Ports handed to instances on a host. */
+/** Ports handed to instances on a host; second ports (Patroni's REST API) come from EXTRA_PORT_RANGE. */
 export const PORT_RANGE = { first: 20000, last: 29999 };
+export const EXTRA_PORT_RANGE = { first: 30000, last: 39999 };
 
 export async function instancesOfDatabase(q: Queryable, databaseId: string): Promise<Instance[]> {
   const { rows } = await q.query<InstanceRow>(
@@ -96,8 +101,9 @@ export function desiredVersion(instances: Instance[]): string {
 export async function ensureInstance(
   q: Queryable,
   slot: { databaseId: string; hostId: string; kind: InstanceKind; ordinal: number },
-  spec: (port: number) => object,
+  spec: (port: number, extraPort: number | null, id: string) => object,
   specGeneration: number,
+  opts: { extraPort?: boolean } = {},
 ): Promise<Instance> {
   const { rows: existing } = await q.query<InstanceRow>(
     "SELECT * FROM instances WHERE database_id = $1 AND kind = $2 AND ordinal = $3",
@@ -112,19 +118,22 @@ export async function ensureInstance(
     );
     const port = free[0]?.port;
     if (port === undefined) throw new Error(`host ${slot.hostId} has no free port left`);
+    const extraPort = opts.extraPort ? await freeExtraPort(q, slot.hostId) : null;
+    const id = newId("inst");
     try {
       const { rows } = await q.query<InstanceRow>(
-        `INSERT INTO instances (id, database_id, host_id, kind, ordinal, port, spec, spec_generation)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+        `INSERT INTO instances (id, database_id, host_id, kind, ordinal, port, spec, spec_generation, extra_port)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
         [
-          newId("inst"),
+          id,
           slot.databaseId,
           slot.hostId,
           slot.kind,
           slot.ordinal,
           port,
-          JSON.stringify(spec(port)),
+          JSON.stringify(spec(port, extraPort, id)),
           specGeneration,
+          extraPort,
         ],
       );
       return toInstance(rows[0]!);
@@ -139,6 +148,16 @@ export async function ensureInstance(
     }
   }
   throw new Error(`could not allocate a port on host ${slot.hostId}`);
+}
+
+async function freeExtraPort(q: Queryable, hostId: string): Promise<number> {
+  const { rows } = await q.query<{ port: number }>(
+    `SELECT p AS port FROM generate_series($2::int, $3::int) p
+     WHERE NOT EXISTS (SELECT 1 FROM instances WHERE host_id = $1 AND extra_port = p) ORDER BY p LIMIT 1`,
+    [hostId, EXTRA_PORT_RANGE.first, EXTRA_PORT_RANGE.last],
+  );
+  if (rows[0] === undefined) throw new Error(`host ${hostId} has no free second port left`);
+  return rows[0].port;
 }
 
 export async function updateInstanceSpec(

@@ -45,18 +45,18 @@ describe("renderHaproxyConfig", () => {
     assert.doesNotMatch(cfg, /httpchk|\bcheck\b|daemon/);
   });
 
-  it("routes to the Patroni primary only when nodes carry a Patroni port", () => {
-    const cfg = renderHaproxyConfig({
-      ...base,
-      backends: [
-        { name: "n1", host: "127.10.0.2", port: 30002, patroniPort: 8008 },
-        { name: "n2", host: "127.10.0.3", port: 30002, patroniPort: 8008 },
-      ],
-    });
-    assert.match(cfg, /^ {2}option httpchk OPTIONS \/primary$/m);
+  it("routes to the Patroni primary only when nodes carry a Patroni port, checked over verified TLS", () => {
+    const backends = [
+      { name: "n1", host: "127.10.0.2", port: 30002, patroniPort: 8008 },
+      { name: "n2", host: "127.10.0.3", port: 30002, patroniPort: 8008 },
+    ];
+    const cfg = renderHaproxyConfig({ ...base, backends, checkCaFile: "/data/inst-gw/check-ca.pem" });
+    assert.match(cfg, /^ {2}option httpchk GET \/primary$/m);
     assert.match(cfg, /^ {2}http-check expect status 200$/m);
     assert.match(cfg, /on-marked-down shutdown-sessions/);
+    assert.match(cfg, /check-ssl verify required ca-file \/data\/inst-gw\/check-ca\.pem/);
     assert.match(cfg, /^ {2}server n2 127\.10\.0\.3:30002 check port 8008$/m);
+    assert.throws(() => renderHaproxyConfig({ ...base, backends }), /check_ca/);
   });
 
   it("takes timeout overrides and brackets IPv6 addresses", () => {

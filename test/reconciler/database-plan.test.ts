@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
-  HA_NOT_YET_REASON,
+  CLASS_SWITCH_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
   WAIT_RECHECK_MS,
@@ -22,6 +22,7 @@ const base: DatabaseObservation = {
   instances: [],
   placement: null,
   planNodes: 1,
+  dcs: null,
 };
 
 const inst = (over: Partial<InstanceObservation> = {}): InstanceObservation => ({
@@ -163,16 +164,23 @@ describe("planDatabase", () => {
       message: /updating/,
     },
     {
-      name: "a multi-node plan is not provisioned as independent nodes: it waits and says why",
-      obs: { planNodes: 2, placement: { ok: true, slots } },
-      step: { kind: "set-phase", phase: "provisioning", reason: HA_NOT_YET_REASON },
-      requeue: WAIT_RECHECK_MS,
+      name: "an HA cluster waits for the region's etcd cluster before it is placed, and says why",
+      obs: { planNodes: 2, placement: { ok: true, slots }, dcs: { ready: false, reason: "waiting for etcd" } },
+      step: { kind: "set-phase", phase: "provisioning", reason: "waiting for etcd" },
+      requeue: INSTANCE_RECHECK_MS,
       message: /provisioning/,
+    },
+    {
+      name: "an HA cluster is placed with the DCS endpoints its nodes will use",
+      obs: { planNodes: 2, placement: { ok: true, slots }, dcs: { ready: true, endpoints: ["https://e:2379"] } },
+      step: { kind: "place", slots, dcsEndpoints: ["https://e:2379"] },
+      requeue: 0,
+      message: /placed/,
     },
     {
       name: "a running Starter switched to Business keeps running its node and says why it is not updated",
       obs: { phase: "running", generation: 2, observedGeneration: 1, planNodes: 2, instances: [inst()] },
-      step: { kind: "set-phase", phase: "updating", reason: HA_NOT_YET_REASON },
+      step: { kind: "set-phase", phase: "updating", reason: CLASS_SWITCH_NOT_YET_REASON },
       requeue: WAIT_RECHECK_MS,
       message: /updating/,
     },

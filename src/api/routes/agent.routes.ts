@@ -24,6 +24,7 @@ import {
 import { MAX_TAIL_BYTES, pendingLogRequests, saveLogTails } from "../../store/instance-logs.store.ts";
 import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
 import { applyBackupReports } from "../../reconciler/backup-reports.ts";
+import { applyDcsReport, databasesWaitingInRegion, dcsMembersOfHost } from "../../store/dcs.store.ts";
 import type { Deps } from "../deps.ts";
 import { bearerOf } from "../auth.ts";
 import { readJson, str, type Json } from "../request.ts";
@@ -122,7 +123,11 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
     const deadline = Date.now() + waitMs;
     for (;;) {
       if (deps.hostSignals.isClosed) return c.json({ error: "controller is stopping" }, 503);
-      const instances = await instancesOfHost(deps.db, host.id);
+      // The host's database instances, and the region's etcd member when it runs one.
+      const instances = [
+        ...(await instancesOfHost(deps.db, host.id)),
+        ...(await dcsMembersOfHost(deps.db, host.id)),
+      ];
       const version = desiredVersion(instances);
       if (version !== known || Date.now() >= deadline) {
         return c.json({
@@ -162,6 +167,10 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
     const cameBack = await heartbeat(deps.db, host.id);
     const changed = await applyReport(deps.db, host.id, reports);
     for (const id of await applyBackupReports(deps, host.id, list)) changed.push(id);
+    // HA databases wait on their region's etcd cluster: a member's change wakes them.
+    for (const region of await applyDcsReport(deps.db, host.id, reports)) {
+      changed.push(...(await databasesWaitingInRegion(deps.db, region)));
+    }
     if (cameBack) {
       deps.log.info("host is ready", { host: host.id, name: host.name });
       // Its databases may say the host is unreachable: let them look again now.

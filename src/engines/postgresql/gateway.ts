@@ -80,8 +80,16 @@ export class Gateway {
   async writeConfig(spec: GatewaySpec): Promise<boolean> {
     await ensureDir(this.baseDir, 0o700, this.user);
     await ensureDir(path.dirname(this.adminSocket), 0o700, this.user);
-    const config = renderHaproxyConfig({ ...spec, name: this.opts.id, adminSocket: this.adminSocket });
-    return writeFileAtomic(this.configFile, config, 0o600, this.user);
+    const { checkCaPem, ...rest } = spec;
+    const input = { ...rest, name: this.opts.id, adminSocket: this.adminSocket };
+    let caChanged = false;
+    if (checkCaPem) {
+      const checkCaFile = path.join(this.baseDir, "check-ca.pem");
+      caChanged = await writeFileAtomic(checkCaFile, checkCaPem, 0o644, this.user);
+      Object.assign(input, { checkCaFile });
+    }
+    const config = renderHaproxyConfig(input);
+    return (await writeFileAtomic(this.configFile, config, 0o600, this.user)) || caChanged;
   }
 
   /** The pid of the serving HAProxy, or null (stale pid files and recycled pids are ignored). */

@@ -19,6 +19,11 @@ export interface CertificateAuthority {
 
 export interface CertificateNames {
   commonName: string;
+  /**
+   * Put the name in OU instead of CN. etcd refuses a client certificate with a CN on its JSON
+   * gateway once authentication is on (it would be taken for the user): its clients use these.
+   */
+  nameInOu?: boolean;
   dnsNames?: string[];
   ipAddresses?: string[];
 }
@@ -36,6 +41,13 @@ export interface IssueOptions {
   /** Owner of the written files (the postgres OS user for a server's key). */
   owner?: OsUser | undefined;
 }
+
+export type CertificateKind = "server" | "client" | "peer";
+const EXTENDED_KEY_USAGE: Record<CertificateKind, string> = {
+  server: "serverAuth",
+  client: "clientAuth",
+  peer: "serverAuth, clientAuth",
+};
 
 const CA_DAYS = 3650;
 const LEAF_DAYS = 365;
@@ -141,7 +153,8 @@ async function isCurrent(
   return (
     cert.verify(caCert.publicKey) &&
     cert.checkPrivateKey(createPrivateKey(keyPem)) &&
-    cert.subject.split("\n").includes(`CN=${names.commonName}`) &&
+    cert.subject.split("\n").includes(`${names.nameInOu ? "OU" : "CN"}=${names.commonName}`) &&
+    (names.nameInOu ? !/^CN=/m.test(cert.subject) : true) &&
     JSON.stringify(sans) === JSON.stringify(sanText(names).sort()) &&
     new Date(cert.validTo).getTime() - Date.now() > RENEW_BEFORE_MS
   );
@@ -151,7 +164,7 @@ async function issue(
   ca: CertificateAuthority,
   names: CertificateNames,
   outDir: string,
-  kind: "server" | "client",
+  kind: CertificateKind,
   opts: IssueOptions,
 ): Promise<IssuedCertificate> {
   checkNames(names);
@@ -165,13 +178,16 @@ async function issue(
   const extensions = [
     "basicConstraints = critical, CA:FALSE",
     "keyUsage = critical, digitalSignature",
-    `extendedKeyUsage = ${kind === "server" ? "serverAuth" : "clientAuth"}`,
+    `extendedKeyUsage = ${EXTENDED_KEY_USAGE[kind]}`,
     "subjectKeyIdentifier = hash",
     "authorityKeyIdentifier = keyid",
   ];
   const sans = sanText(names).map((s) => s.replace("IP Address:", "IP:"));
   if (sans.length > 0) extensions.push(`subjectAltName = ${sans.join(", ")}`);
-  const config = reqConfig({ O: "Cellar", CN: names.commonName }, extensions);
+  const subject = names.nameInOu
+    ? { O: "Cellar", OU: names.commonName }
+    : { O: "Cellar", CN: names.commonName };
+  const config = reqConfig(subject, extensions);
   // The new key is written before the certificate: a crash in between leaves a mismatched
   // pair, which isCurrent rejects, so the next call simply issues again.
   await writeFileAtomic(keyFile, newKeyPem(), 0o600, opts.owner);
@@ -207,6 +223,16 @@ export function issueServerCert(
   opts: IssueOptions = {},
 ): Promise<IssuedCertificate> {
   return issue(ca, names, outDir, "server", opts);
+}
+
+/** A certificate for both ends of a connection (etcd members talk to each other): peer.crt, peer.key. */
+export function issuePeerCert(
+  ca: CertificateAuthority,
+  names: CertificateNames,
+  outDir: string,
+  opts: IssueOptions = {},
+): Promise<IssuedCertificate> {
+  return issue(ca, names, outDir, "peer", opts);
 }
 
 /** A client certificate whose CN is the database user it authenticates (client.crt, client.key). */

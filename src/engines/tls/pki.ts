@@ -6,8 +6,11 @@ import os from "node:os";
 import path from "node:path";
 import {
   ensureCa,
+  issueClientCert,
+  issuePeerCert,
   issueServerCert,
   type CertificateAuthority,
+  type CertificateKind,
   type CertificateNames,
 } from "./certificates.ts";
 import type { Queryable } from "../../store/db.ts";
@@ -24,6 +27,8 @@ export interface Pki {
   ca(name: string): CertificateAuthority;
   /** Issues a fresh server certificate (PEMs in memory; nothing stays on disk). */
   issueServer(caName: string, names: CertificateNames): Promise<PemPair>;
+  /** The same for a client or peer (client and server) certificate. */
+  issue(caName: string, names: CertificateNames, kind: CertificateKind): Promise<PemPair>;
 }
 
 /** Loads the CA `name` from the store, or creates it and stores it (first writer wins). */
@@ -66,21 +71,20 @@ export async function loadPki(q: Queryable, dir: string, regions: string[]): Pro
     if (!found) throw new Error(`no certificate authority for ${name}`);
     return found;
   };
-  return {
-    ca,
-    async issueServer(caName, names) {
-      const authority = ca(caName);
-      const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-cert-"));
-      try {
-        const issued = await issueServerCert(authority, names, tmp);
-        const [certPem, keyPem] = await Promise.all([
-          fs.readFile(issued.certFile, "utf8"),
-          fs.readFile(issued.keyFile, "utf8"),
-        ]);
-        return { certPem, keyPem, caPem: authority.certPem };
-      } finally {
-        await fs.rm(tmp, { recursive: true, force: true });
-      }
-    },
+  const issuers = { server: issueServerCert, client: issueClientCert, peer: issuePeerCert };
+  const issue = async (caName: string, names: CertificateNames, kind: CertificateKind) => {
+    const authority = ca(caName);
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cellar-cert-"));
+    try {
+      const issued = await issuers[kind](authority, names, tmp);
+      const [certPem, keyPem] = await Promise.all([
+        fs.readFile(issued.certFile, "utf8"),
+        fs.readFile(issued.keyFile, "utf8"),
+      ]);
+      return { certPem, keyPem, caPem: authority.certPem };
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
   };
+  return { ca, issue, issueServer: (caName, names) => issue(caName, names, "server") };
 }

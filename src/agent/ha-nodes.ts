@@ -1,0 +1,182 @@
+// The agent's side of HA clusters: each node's Patroni is started and watched here. A
+// Patroni that dies leaves its leader key in etcd until the key's TTL runs out (10 s),
+// and the standbys wait that long. The agent sees the death within WATCH_MS, fences the
+// orphaned PostgreSQL (a primary nobody supervises must not take writes), hands the
+// leader key back if this member held it, so a standby takes over at once, and has the
+// node converged again: Patroni restarts and rejoins as a standby (pg_rewind).
+import { EtcdClient } from "../engines/etcd/etcd-client.ts";
+import type { PostgresInstance } from "../engines/postgresql/instance.ts";
+import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
+import { PatroniNode, type PatroniState } from "../engines/postgresql/patroni-node.ts";
+import { waitFor } from "../engines/postgresql/process-watch.ts";
+import type { Logger } from "../log.ts";
+import type { NodeSpec } from "../reconciler/instance-spec.ts";
+import type { Observation } from "./driver.ts";
+
+const WATCH_MS = 250;
+/** A first bootstrap (initdb) or a replica's clone of a small database takes seconds. */
+const RUNNING_TIMEOUT_MS = 120_000;
+
+interface Watched {
+  patroni: PatroniNode;
+  ha: HaSpec;
+  caPem: string;
+  /** Set while the agent itself stops or removes the node. */
+  stopping: boolean;
+  /** The loss was handled; cleared when the node is converged again. */
+  lost: boolean;
+}
+
+export class HaNodes {
+  private readonly watched = new Map<string, Watched>();
+  private timer: NodeJS.Timeout | undefined;
+  private onLost: (() => void) | null = null;
+
+  constructor(private readonly log: Logger | null) {}
+
+  static applies(spec: NodeSpec): spec is NodeSpec & { ha: HaSpec } {
+    return spec.ha !== undefined;
+  }
+
+  /** Starts watching; `onLost` asks the agent for a convergence pass. */
+  watch(onLost: () => void): void {
+    this.onLost = onLost;
+    this.timer ??= setInterval(() => void this.check(), WATCH_MS);
+    this.timer.unref();
+  }
+
+  stopWatching(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private track(id: string, spec: NodeSpec & { ha: HaSpec }, patroni: PatroniNode): Watched {
+    const current = this.watched.get(id);
+    const entry: Watched = {
+      patroni,
+      ha: spec.ha,
+      caPem: spec.tls.caPem,
+      stopping: current?.stopping ?? false,
+      lost: current?.lost ?? false,
+    };
+    this.watched.set(id, entry);
+    return entry;
+  }
+
+  node(
+    pg: PostgresInstance,
+    spec: NodeSpec & { ha: HaSpec },
+    wrap: (argv: string[]) => string[],
+  ): PatroniNode {
+    return new PatroniNode(pg, spec.ha, spec.tls.caPem, wrap);
+  }
+
+  /** Starts (or reconfigures) Patroni and waits until it runs PostgreSQL as leader or standby. */
+  async converge(
+    id: string,
+    spec: NodeSpec & { ha: HaSpec },
+    patroni: PatroniNode,
+    ensureRoles: () => Promise<void>,
+  ): Promise<Observation> {
+    await patroni.ensure(spec.settings, spec.tls, { forceTls: spec.forceTls });
+    // Watched from the moment it runs: its pid file exists now.
+    const entry = this.track(id, spec, patroni);
+    entry.stopping = false;
+    entry.lost = false;
+    let state: PatroniState | null = null;
+    try {
+      await waitFor(
+        `patroni of ${id} to run PostgreSQL`,
+        async () => {
+          if ((await patroni.patroniPid()) === null)
+            throw new Error(`patroni of ${id} exited: ${await patroni.logTail()}`);
+          state = await patroni.state();
+          return state?.state === "running";
+        },
+        RUNNING_TIMEOUT_MS,
+        200,
+      );
+    } catch (err) {
+      return {
+        status: "failed",
+        message: (err as Error).message,
+        role: "",
+        observedGeneration: 0,
+        usage: {},
+      };
+    }
+    // Roles are written on the leader; standbys receive them by replication.
+    if ((state as PatroniState | null)?.role === "leader") await ensureRoles();
+    return this.observation(state, 0);
+  }
+
+  async observe(id: string, spec: NodeSpec & { ha: HaSpec }, patroni: PatroniNode, applied: number) {
+    const alive = (await patroni.patroniPid()) !== null;
+    // A restarted agent finds its running nodes here and watches them again.
+    if (alive && !this.watched.has(id)) this.track(id, spec, patroni);
+    const state = alive ? await patroni.state() : null;
+    return this.observation(state, applied);
+  }
+
+  private observation(state: PatroniState | null, applied: number): Observation {
+    if (!state) {
+      return {
+        status: "stopped",
+        message: "patroni is not running",
+        role: "",
+        observedGeneration: 0,
+        usage: {},
+      };
+    }
+    const running = state.state === "running";
+    return {
+      status: running ? "running" : "booting",
+      message: running ? "" : `patroni: ${state.state}`,
+      role: state.role === "leader" ? "leader" : "follower",
+      observedGeneration: running ? applied : 0,
+      usage: {},
+    };
+  }
+
+  /** The agent stops or removes the node itself: no failover handling for it. */
+  async stop(id: string, patroni: PatroniNode | null): Promise<void> {
+    const entry = this.watched.get(id);
+    if (entry) entry.stopping = true;
+    await (patroni ?? entry?.patroni)?.stop();
+  }
+
+  forget(id: string): void {
+    this.watched.delete(id);
+  }
+
+  private async check(): Promise<void> {
+    for (const [id, entry] of this.watched) {
+      if (entry.stopping || entry.lost) continue;
+      if ((await entry.patroni.patroniPid()) !== null) continue;
+      entry.lost = true;
+      void this.handleLoss(id, entry);
+    }
+  }
+
+  private async handleLoss(id: string, entry: Watched): Promise<void> {
+    this.log?.warn("patroni died: fencing the node and handing its leader key back", { inst: id });
+    // A primary without its Patroni would keep taking writes nobody can fail over.
+    await entry.patroni.pg.stop("immediate").catch(() => undefined);
+    const { ha } = entry;
+    const client = new EtcdClient({
+      endpoints: ha.dcs.endpoints,
+      tls: { caPem: entry.caPem, certPem: ha.dcs.certPem, keyPem: ha.dcs.keyPem },
+      auth: { user: ha.dcs.user, password: ha.dcs.password },
+    });
+    try {
+      const released = await client.deleteIfValue(`${ha.namespace}${ha.scope}/leader`, ha.member);
+      if (released) this.log?.info("leader key released: a standby takes over", { inst: id });
+    } catch (err) {
+      this.log?.warn("could not release the leader key; the standbys wait for its TTL", {
+        inst: id,
+        err: (err as Error).message,
+      });
+    }
+    this.onLost?.();
+  }
+}

@@ -1,0 +1,157 @@
+// One node of an HA cluster: Patroni runs PostgreSQL (bootstrap, replication, promotion,
+// rewind) and Cellar runs Patroni, detached, as the postgres OS user, born inside the
+// node's sandbox. The PostgresInstance of the same base dir gives the paths and the
+// superuser socket (roles, logs).
+import https from "node:https";
+import path from "node:path";
+import { Daemon } from "../daemon.ts";
+import { ensureDir, postgresUser, writeFileAtomic } from "./command.ts";
+import type { PostgresInstance } from "./instance.ts";
+import { PG_BIN_DIR } from "./local-cluster.ts";
+import { renderPatroniConfig, type HaSpec, type PatroniFiles } from "./patroni-config.ts";
+import type { PlanSettings } from "./plan-settings.ts";
+import type { PemPair } from "../tls/pki.ts";
+
+export const PATRONI_BIN = "/usr/bin/patroni";
+
+/** What Patroni says of its node (GET /patroni). */
+export interface PatroniState {
+  /** running, starting, stopped, crashed, "creating replica", ... */
+  state: string;
+  /** "leader" ("master" in Patroni 3.0's answer), or what Patroni says otherwise ("replica"). */
+  role: string;
+  timeline?: number;
+}
+
+export class PatroniNode {
+  readonly configFile: string;
+  private readonly daemon: Daemon;
+
+  constructor(
+    readonly pg: PostgresInstance,
+    private readonly ha: HaSpec,
+    /** The CA that signed the nodes' certificates (REST API, PostgreSQL). */
+    private readonly caPem: string,
+    /** Wraps Patroni's argv (sandbox, network namespace); the argv already drops to postgres. */
+    private readonly wrap: (argv: string[]) => string[] = (a) => a,
+  ) {
+    this.configFile = path.join(pg.baseDir, "patroni.json");
+    this.daemon = new Daemon({
+      what: `patroni of ${pg.opts.id}`,
+      pidFile: path.join(pg.baseDir, "patroni.pid"),
+      logFile: path.join(pg.baseDir, "patroni.log"),
+      marker: this.configFile,
+    });
+  }
+
+  private files(): PatroniFiles {
+    const tls = (f: string) => path.join(this.pg.tlsDir, f);
+    return {
+      dataDir: this.pg.dataDir,
+      binDir: PG_BIN_DIR,
+      // Patroni writes it as the postgres OS user: in a directory of its own.
+      pgpass: path.join(this.pg.tlsDir, "pgpass"),
+      serverCert: tls("server.crt"),
+      serverKey: tls("server.key"),
+      caFile: tls("ca.crt"),
+      replicationCert: tls("replication.crt"),
+      replicationKey: tls("replication.key"),
+      dcsCert: tls("dcs.crt"),
+      dcsKey: tls("dcs.key"),
+    };
+  }
+
+  /** Writes certificates and configuration; starts Patroni, or has it reload a changed config. */
+  async ensure(
+    settings: PlanSettings,
+    tls: PemPair,
+    opts: { forceTls: boolean },
+  ): Promise<{ started: boolean }> {
+    const owner = postgresUser();
+    const f = this.files();
+    await ensureDir(this.pg.baseDir, 0o755, undefined);
+    await ensureDir(this.pg.tlsDir, 0o700, owner);
+    await ensureDir(this.pg.logDir, 0o700, owner);
+    await ensureDir(this.pg.socketDir, 0o700, owner);
+    // Patroni runs initdb (or clones a standby) into it as the postgres OS user.
+    await ensureDir(this.pg.dataDir, 0o700, owner);
+    const written = [
+      await writeFileAtomic(f.serverCert, tls.certPem, 0o644, owner),
+      await writeFileAtomic(f.serverKey, tls.keyPem, 0o600, owner),
+      await writeFileAtomic(f.caFile, tls.caPem, 0o644, owner),
+      await writeFileAtomic(f.replicationCert, this.ha.replication.certPem, 0o644, owner),
+      await writeFileAtomic(f.replicationKey, this.ha.replication.keyPem, 0o600, owner),
+      await writeFileAtomic(f.dcsCert, this.ha.dcs.certPem, 0o644, owner),
+      await writeFileAtomic(f.dcsKey, this.ha.dcs.keyPem, 0o600, owner),
+    ];
+    const config = renderPatroniConfig(
+      this.ha,
+      {
+        settings,
+        listenAddress: this.pg.opts.listenAddress,
+        port: this.pg.opts.port,
+        socketDir: this.pg.socketDir,
+        logDir: this.pg.logDir,
+        tls: { certFile: f.serverCert, keyFile: f.serverKey, caFile: f.caFile },
+        clusterName: this.pg.opts.id,
+      },
+      f,
+      { forceTls: opts.forceTls },
+    );
+    // The config holds passwords: readable by the postgres OS user only.
+    const changed = (await writeFileAtomic(this.configFile, config, 0o600, owner)) || written.some(Boolean);
+    const pid = await this.daemon.pid();
+    if (pid !== null) {
+      if (changed) process.kill(pid, "SIGHUP"); // Patroni re-reads its config on SIGHUP
+      return { started: false };
+    }
+    // --reset-env: HOME becomes the postgres user's, where libpq (pg_rewind's checks, a
+    // standby's connections) looks for its files; root's home is not readable to it.
+    const user = owner
+      ? [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, "--init-groups", "--reset-env"]
+      : [];
+    // setpriv execs Patroni: the pid spawned is Patroni's own, already unprivileged.
+    const argv = owner ? ["setpriv", ...user, PATRONI_BIN, this.configFile] : [PATRONI_BIN, this.configFile];
+    await this.daemon.start(this.wrap(argv));
+    return { started: true };
+  }
+
+  async patroniPid(): Promise<number | null> {
+    return this.daemon.pid();
+  }
+
+  /** Patroni's view of its node over its REST API (TLS, verified); null when it does not answer. */
+  state(timeoutMs = 2000): Promise<PatroniState | null> {
+    const url = `https://${this.pg.opts.listenAddress}:${this.ha.restPort}/patroni`;
+    return new Promise((resolve) => {
+      const req = https.get(url, { ca: this.caPem, timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          try {
+            const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, unknown>;
+            const text = (v: unknown) => (typeof v === "string" ? v : "");
+            const role = body.role === "master" || body.role === "primary" ? "leader" : text(body.role);
+            const state: PatroniState = { state: text(body.state), role };
+            if (typeof body.timeline === "number") state.timeline = body.timeline;
+            resolve(state);
+          } catch {
+            resolve(null);
+          }
+        });
+      });
+      req.on("timeout", () => req.destroy());
+      req.on("error", () => resolve(null));
+    });
+  }
+
+  /** Stops Patroni, which stops PostgreSQL; then makes sure no postmaster is left. */
+  async stop(): Promise<void> {
+    await this.daemon.stop(30_000);
+    await this.pg.stop("fast");
+  }
+
+  logTail(): Promise<string> {
+    return this.daemon.logTail();
+  }
+}
