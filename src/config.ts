@@ -36,6 +36,12 @@ export interface Config {
   sharedOvercommit: number;
   /** A host silent for this long is marked unreachable. */
   hostSilenceMs: number;
+  /**
+   * HA failover settings of new clusters: "cellar" (ttl 10 s, the agent releases a dead
+   * node's leader key at once) or "patroni-defaults" (ttl 30 s, no release: the baseline of
+   * the failover benchmark).
+   */
+  haTiming: "cellar" | "patroni-defaults";
   /** The public side of the embedded mode's networks (domain/network-rules.ts publicLayout). */
   publicNetwork: string;
   /** Continuous backups (pgBackRest): repositories, full-backup period, RPO bound, checks. */
@@ -57,6 +63,14 @@ export interface BackupConfig {
 }
 
 export class ConfigError extends Error {}
+
+function haTimingVar(raw: string | undefined): Config["haTiming"] {
+  const value = raw || "cellar";
+  if (value !== "cellar" && value !== "patroni-defaults") {
+    throw new ConfigError(`CELLAR_HA_TIMING must be "cellar" or "patroni-defaults", not "${value}"`);
+  }
+  return value;
+}
 
 function intVar(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name];
@@ -182,6 +196,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     localFleet: (env.CELLAR_LOCAL_FLEET ?? "on") !== "off",
     sharedOvercommit: intVar(env, "CELLAR_SHARED_OVERCOMMIT", 8, 1, 100),
     hostSilenceMs: intVar(env, "CELLAR_HOST_SILENCE_MS", 10_000, 1000, 3_600_000),
+    haTiming: haTimingVar(env.CELLAR_HA_TIMING),
     publicNetwork: publicNetworkVar(env.CELLAR_PUBLIC_NETWORK),
     backup: backupConfig(env, dataDirOf(env)),
     logLevel: logLevel as Config["logLevel"],

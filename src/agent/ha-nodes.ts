@@ -163,6 +163,7 @@ export class HaNodes {
     // A primary without its Patroni would keep taking writes nobody can fail over.
     await entry.patroni.pg.stop("immediate").catch(() => undefined);
     const { ha } = entry;
+    if (!ha.releaseLeaderOnLoss) return this.onLost?.();
     const client = new EtcdClient({
       endpoints: ha.dcs.endpoints,
       tls: { caPem: entry.caPem, certPem: ha.dcs.certPem, keyPem: ha.dcs.keyPem },

@@ -39,7 +39,12 @@ import {
   withNodeNetwork,
 } from "./network-spec.ts";
 import { nodeBackupSpec } from "./backup-spec.ts";
-import { CELLAR_HA_TIMING, REPLICATION_USER, type HaSpec } from "../engines/postgresql/patroni-config.ts";
+import {
+  CELLAR_HA_TIMING,
+  PATRONI_DEFAULT_TIMING,
+  REPLICATION_USER,
+  type HaSpec,
+} from "../engines/postgresql/patroni-config.ts";
 import type { HaSecrets } from "../store/dcs.store.ts";
 import { DCS_NAMESPACE } from "./dcs.ts";
 
@@ -91,6 +96,7 @@ async function haSpecOf(
     "client",
   );
   const replicationTls = await deps.pki.issue(db.region, { commonName: REPLICATION_USER }, "client");
+  const cellarTiming = deps.config.haTiming === "cellar";
   return (member, restPort) => ({
     scope: db.id,
     namespace: DCS_NAMESPACE,
@@ -111,7 +117,8 @@ async function haSpecOf(
     },
     rewindPassword: ha.secrets.rewindPassword,
     synchronous: plan.serviceClass === "enterprise",
-    timing: CELLAR_HA_TIMING,
+    timing: cellarTiming ? CELLAR_HA_TIMING : PATRONI_DEFAULT_TIMING,
+    releaseLeaderOnLoss: cellarTiming,
   });
 }
 

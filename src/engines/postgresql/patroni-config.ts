@@ -18,6 +18,8 @@ export interface HaSpec {
   /** Enterprise: a commit is acknowledged only once a standby has it. */
   synchronous: boolean;
   timing: HaTiming;
+  /** The agent hands a dead node's leader key back at once (false: the TTL decides, as stock Patroni). */
+  releaseLeaderOnLoss: boolean;
 }
 
 export interface HaTiming {
