@@ -159,10 +159,15 @@ async function ensureBridge(ns: string, range: string, inside: IpLink[]): Promis
   if (!isUp(br)) await ip(["-n", ns, "link", "set", VPC_BRIDGE, "up"]);
 }
 
-async function ensureUplink(spec: VpcSpec, n: VpcNames, bridge: string, inside: IpLink[]): Promise<void> {
+async function ensureUplink(
+  spec: VpcSpec,
+  n: VpcNames,
+  bridge: string,
+  inside: IpLink[],
+  host: IpLink | undefined,
+): Promise<void> {
   const prefix = prefixOf(spec.publicNetwork);
   const up = inside.find((l) => l.ifname === UPLINK);
-  const [host] = await links(null, n.hostIf);
   const paired = up && host && up.link_index === host.ifindex && host.link_index === up.ifindex;
   if (!paired) {
     if (host) await ip(["link", "delete", n.hostIf]);
@@ -201,13 +206,16 @@ async function ensureUplink(spec: VpcSpec, n: VpcNames, bridge: string, inside: 
  */
 export async function ensureVpc(spec: VpcSpec, edge?: Omit<EdgeRules, "uplink">): Promise<VpcNames> {
   const n = vpcNames(spec.databaseId);
-  const bridge = await ensurePublicBridge(spec.publicNetwork);
+  // Reads run side by side: a converge on a busy host pays for one command, not three.
+  const bridge = ensurePublicBridge(spec.publicNetwork);
+  bridge.catch(() => undefined); // awaited below
   await lock(n.ns, async () => {
-    const { inside, fresh } = await ensureNamespace(n.ns);
+    const [{ inside, fresh }, [host]] = await Promise.all([ensureNamespace(n.ns), links(null, n.hostIf)]);
     await ensureEdge(n.ns, fresh, edge && { uplink: UPLINK, ...edge });
     await ensureBridge(n.ns, spec.range, inside);
-    await ensureUplink(spec, n, bridge, inside);
+    await ensureUplink(spec, n, await bridge, inside, host);
   });
+  await bridge;
   return n;
 }
 
