@@ -3,7 +3,9 @@
 # Idempotent; run as root (or with sudo) for the apt part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(postgresql-15 postgresql-contrib-15 postgresql-client-15 patroni etcd-server etcd-client
+# postgresql-15 carries the contrib modules on Debian 12 (postgresql-contrib-15 is only a
+# virtual package: dpkg never reports it installed, so it would re-run apt at every start).
+PACKAGES=(postgresql-15 postgresql-client-15 patroni etcd-server etcd-client
   pgbackrest pgbouncer haproxy nftables iproute2 openssl procps util-linux e2fsprogs)
 missing=()
 for p in "${PACKAGES[@]}"; do
