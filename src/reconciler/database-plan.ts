@@ -1,5 +1,6 @@
 // Pure planning of one reconcile pass on a database: from what was observed to the one
 // step to apply next, with the sentence that explains it.
+import type { ArchitectureModel } from "../domain/catalog.ts";
 import type { PlacementResult, Slot } from "../domain/placement.ts";
 import type { DcsState } from "./dcs.ts";
 import type { Phase } from "../store/databases.store.ts";
@@ -33,6 +34,7 @@ export interface DatabaseObservation {
   placement: PlacementResult | null;
   /** Database nodes the current plan asks for (1 Starter, 2 Business, 3 Enterprise). */
   planNodes: number;
+  model: ArchitectureModel;
   /** The region's DCS, looked at only when an HA cluster is about to be placed. */
   dcs: DcsState | null;
 }
@@ -60,6 +62,12 @@ export const INSTANCE_RECHECK_MS = 5_000;
 
 export const CLASS_SWITCH_NOT_YET_REASON =
   "switching between single-node (Starter) and high-availability (Business, Enterprise) plans is not supported by this Cellar version yet";
+
+export const DEDICATED_HA_NOT_YET_REASON =
+  "Dedicated Business and Enterprise clusters are not run by this Cellar version yet (their nodes, inside the database's own network, cannot reach the region's etcd cluster); Shared Business clusters are";
+
+export const HA_RESIZE_NOT_YET_REASON =
+  "resizing a high-availability cluster (a rolling restart with a switchover) is not supported by this Cellar version yet; it keeps serving on its current size";
 
 export const NO_HOST_REASON = "waiting for a host: no host agent has registered";
 
@@ -131,8 +139,15 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
   if (nodeCount > 0 && nodeCount > 1 !== o.planNodes > 1) {
     return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
   }
+  // Why: new sizes need a rolling restart with a switchover; a reload alone would leave
+  // shared_buffers and max_connections pending while the database looked updated.
+  if (nodeCount > 1 && o.instances.some((i) => i.specGeneration < o.generation)) {
+    return settle(o, "updating", HA_RESIZE_NOT_YET_REASON);
+  }
 
   if (o.instances.length === 0) {
+    if (o.planNodes > 1 && o.model === "dedicated")
+      return settle(o, "provisioning", DEDICATED_HA_NOT_YET_REASON);
     // An HA cluster keeps its leader key in the region's etcd cluster: it must run first.
     if (o.planNodes > 1 && o.dcs && !o.dcs.ready)
       return settle(o, "provisioning", o.dcs.reason, INSTANCE_RECHECK_MS);

@@ -49,8 +49,9 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
     })),
     placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,
     planNodes,
+    model: db.model,
     dcs:
-      planNodes > 1 && instances.length === 0 && !db.deleteRequestedAt
+      planNodes > 1 && db.model === "shared" && instances.length === 0 && !db.deleteRequestedAt
         ? await ensureRegionDcs(deps, db.region)
         : null,
   };

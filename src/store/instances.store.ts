@@ -197,17 +197,19 @@ export async function applyReport(
   q: Queryable,
   hostId: string,
   reports: InstanceReport[],
+  promotions: Array<{ databaseId: string; instanceId: string }> = [],
 ): Promise<string[]> {
   const changed = new Set<string>();
   for (const r of reports) {
     // Usage alone changes every report: it is stored without waking the reconciler.
-    const { rows } = await q.query<{ database_id: string; changed: boolean }>(
+    const { rows } = await q.query<{ database_id: string; changed: boolean; prev_role: string }>(
       `UPDATE instances i SET observed_generation = $3, status = $4, status_message = $5, role = $6,
               usage = $7, observed_at = now()
-       FROM (SELECT id, (observed_generation, status, status_message, role) IS DISTINCT FROM ($3, $4, $5, $6)
-               AS changed FROM instances WHERE id = $1 AND host_id = $2 FOR UPDATE) prev
+       FROM (SELECT id, role AS prev_role,
+                    (observed_generation, status, status_message, role) IS DISTINCT FROM ($3, $4, $5, $6) AS changed
+             FROM instances WHERE id = $1 AND host_id = $2 FOR UPDATE) prev
        WHERE i.id = prev.id
-       RETURNING i.database_id, prev.changed`,
+       RETURNING i.database_id, prev.changed, prev.prev_role`,
       [
         r.id,
         hostId,
@@ -219,6 +221,10 @@ export async function applyReport(
       ],
     );
     if (rows[0]?.changed) changed.add(rows[0].database_id);
+    // A standby that became the leader: a failover or a switchover happened.
+    if (rows[0]?.prev_role === "follower" && r.role === "leader") {
+      promotions.push({ databaseId: rows[0].database_id, instanceId: r.id });
+    }
   }
   const { rows: gone } = await q.query<{ database_id: string }>(
     `DELETE FROM instances WHERE host_id = $1 AND desired_state = 'deleted' AND status = 'removed'

@@ -187,6 +187,13 @@ describe("Business PostgreSQL add-on: an HA cluster with automatic failover", ()
       90_000,
     );
     assert.equal((await nodes()).filter((n) => n.role === "leader").length, 1);
+    // The failover is in the app's events.
+    const { rows: events } = await cl.controller.deps.db.query(
+      "SELECT type_data FROM events WHERE database_id = $1 AND type = 'database_leader_changed'",
+      [addonId],
+    );
+    assert.equal(events.length, 1);
+    assert.notEqual(events[0].type_data.new_leader, leader.id);
   });
 
   it("is removed completely: processes stopped, ports freed, its etcd user and keys gone", async () => {

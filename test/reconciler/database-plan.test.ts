@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
   CLASS_SWITCH_NOT_YET_REASON,
+  DEDICATED_HA_NOT_YET_REASON,
+  HA_RESIZE_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
   WAIT_RECHECK_MS,
@@ -22,6 +24,7 @@ const base: DatabaseObservation = {
   instances: [],
   placement: null,
   planNodes: 1,
+  model: "shared",
   dcs: null,
 };
 
@@ -165,14 +168,29 @@ describe("planDatabase", () => {
     },
     {
       name: "an HA cluster waits for the region's etcd cluster before it is placed, and says why",
-      obs: { planNodes: 2, placement: { ok: true, slots }, dcs: { ready: false, reason: "waiting for etcd" } },
+      obs: {
+        planNodes: 2,
+        placement: { ok: true, slots },
+        dcs: { ready: false, reason: "waiting for etcd" },
+      },
       step: { kind: "set-phase", phase: "provisioning", reason: "waiting for etcd" },
       requeue: INSTANCE_RECHECK_MS,
       message: /provisioning/,
     },
     {
+      name: "a Dedicated HA cluster is not placed yet, and says why",
+      obs: { planNodes: 2, model: "dedicated", placement: { ok: true, slots } },
+      step: { kind: "set-phase", phase: "provisioning", reason: DEDICATED_HA_NOT_YET_REASON },
+      requeue: WAIT_RECHECK_MS,
+      message: /provisioning/,
+    },
+    {
       name: "an HA cluster is placed with the DCS endpoints its nodes will use",
-      obs: { planNodes: 2, placement: { ok: true, slots }, dcs: { ready: true, endpoints: ["https://e:2379"] } },
+      obs: {
+        planNodes: 2,
+        placement: { ok: true, slots },
+        dcs: { ready: true, endpoints: ["https://e:2379"] },
+      },
       step: { kind: "place", slots, dcsEndpoints: ["https://e:2379"] },
       requeue: 0,
       message: /placed/,
@@ -181,6 +199,19 @@ describe("planDatabase", () => {
       name: "a running Starter switched to Business keeps running its node and says why it is not updated",
       obs: { phase: "running", generation: 2, observedGeneration: 1, planNodes: 2, instances: [inst()] },
       step: { kind: "set-phase", phase: "updating", reason: CLASS_SWITCH_NOT_YET_REASON },
+      requeue: WAIT_RECHECK_MS,
+      message: /updating/,
+    },
+    {
+      name: "a Business cluster given a new size keeps serving and says why it is not resized yet",
+      obs: {
+        phase: "running",
+        generation: 2,
+        observedGeneration: 1,
+        planNodes: 2,
+        instances: [inst(), inst({ id: "inst-m" })],
+      },
+      step: { kind: "set-phase", phase: "updating", reason: HA_RESIZE_NOT_YET_REASON },
       requeue: WAIT_RECHECK_MS,
       message: /updating/,
     },

@@ -23,6 +23,8 @@ import {
 } from "../../store/instances.store.ts";
 import { MAX_TAIL_BYTES, pendingLogRequests, saveLogTails } from "../../store/instance-logs.store.ts";
 import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
+import { getDatabase, scopeIdOf } from "../../store/databases.store.ts";
+import { recordEvent } from "../../store/events.store.ts";
 import { applyBackupReports } from "../../reconciler/backup-reports.ts";
 import { applyDcsReport, databasesWaitingInRegion, dcsMembersOfHost } from "../../store/dcs.store.ts";
 import type { Deps } from "../deps.ts";
@@ -165,7 +167,9 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
       };
     });
     const cameBack = await heartbeat(deps.db, host.id);
-    const changed = await applyReport(deps.db, host.id, reports);
+    const promotions: Array<{ databaseId: string; instanceId: string }> = [];
+    const changed = await applyReport(deps.db, host.id, reports, promotions);
+    for (const p of promotions) await recordPromotion(deps, p.databaseId, p.instanceId, host.name);
     for (const id of await applyBackupReports(deps, host.id, list)) changed.push(id);
     // HA databases wait on their region's etcd cluster: a member's change wakes them.
     for (const region of await applyDcsReport(deps.db, host.id, reports)) {
@@ -193,6 +197,19 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
   });
 
   return app;
+}
+
+/** A node of an HA cluster became its leader: the database's events say so. */
+async function recordPromotion(deps: Deps, databaseId: string, instanceId: string, hostName: string) {
+  const db = await getDatabase(deps.db, databaseId);
+  if (!db) return;
+  deps.log.info("new leader", { db: databaseId, inst: instanceId, host: hostName });
+  await recordEvent(deps.db, {
+    appId: scopeIdOf(db),
+    databaseId,
+    type: "database_leader_changed",
+    typeData: { addon_id: db.id, resource_id: db.resourceId, new_leader: instanceId, host: hostName },
+  });
 }
 
 function numbersOf(v: unknown): Record<string, number> {
