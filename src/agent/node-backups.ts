@@ -17,7 +17,13 @@ import {
   type NodeBackupPaths,
 } from "../engines/postgresql/backup/pgbackrest-config.ts";
 import { InPlaceRestore } from "../engines/postgresql/backup/restore.ts";
-import type { BackupReport, NodeBackupSpec, RestoreOutcome } from "../engines/postgresql/backup/types.ts";
+import { SeedFromBackup } from "../engines/postgresql/backup/seed.ts";
+import type {
+  BackupReport,
+  NodeBackupSpec,
+  NodeSeedSpec,
+  RestoreOutcome,
+} from "../engines/postgresql/backup/types.ts";
 
 /** The stanza's backup list is re-read at least this often (it changes only with backups). */
 const INFO_REFRESH_MS = 10 * 60_000;
@@ -60,10 +66,11 @@ export class NodeBackups {
     return this.opts.now?.() ?? new Date();
   }
 
-  paths(id: string): NodeBackupPaths {
+  paths(id: string): NodeBackupPaths & { seedConfigFile: string } {
     const work = path.join(this.opts.dirOf(id), "backup");
     return {
       configFile: path.join(work, "pgbackrest.conf"),
+      seedConfigFile: path.join(work, "seed.conf"),
       lockDir: path.join(work, "lock"),
       logDir: path.join(work, "log"),
     };
@@ -127,6 +134,7 @@ export class NodeBackups {
     if (!spec) return;
     const t = this.track(id, spec, node);
     await this.writeConfig(t);
+    if (spec.seed) await this.seed(t, spec.seed, reconfigure);
     const restorer = new InPlaceRestore({
       node,
       pgbackrest: new PgBackRest(this.paths(id).configFile, spec.stanza),
@@ -152,6 +160,32 @@ export class NodeBackups {
       t.restoring = false;
       // The restore may have started a new timeline: look at the stanza again at once.
       t.info = null;
+      t.nextAt = 0;
+    }
+  }
+
+  /** A fork's node takes its data from the source's backups before it first starts. */
+  private async seed(t: Tracked, seed: NodeSeedSpec, reconfigure: () => Promise<unknown>): Promise<void> {
+    const seeder = new SeedFromBackup({
+      node: t.node,
+      source: new PgBackRest(this.paths(t.id).seedConfigFile, seed.stanza),
+      stateFile: path.join(this.opts.dirOf(t.id), "backup-seed.json"),
+      reconfigure,
+    });
+    if (await seeder.isDone(seed.id)) return;
+    await this.cancel(t);
+    const paths = this.paths(t.id);
+    // The source's repository and key, for restore and archive-get only (never a backup,
+    // so the retention below is never applied to the source).
+    const source = { ...t.spec, stanza: seed.stanza, repoPath: seed.repoPath, cipherPass: seed.cipherPass };
+    const conf = renderPgBackRestConf({ ...source, retentionDays: 9999 }, t.node, paths);
+    await writeFileAtomic(paths.seedConfigFile, conf, 0o600, postgresUser());
+    t.restoring = true;
+    try {
+      await seeder.ensure(seed);
+      await fs.rm(paths.seedConfigFile, { force: true });
+    } finally {
+      t.restoring = false;
       t.nextAt = 0;
     }
   }

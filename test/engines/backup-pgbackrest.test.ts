@@ -20,7 +20,8 @@ import {
 } from "../../src/engines/postgresql/backup/pgbackrest-config.ts";
 import { InPlaceRestore } from "../../src/engines/postgresql/backup/restore.ts";
 import type { NodeBackupSpec } from "../../src/engines/postgresql/backup/types.ts";
-import { ensureCa } from "../../src/engines/tls/certificates.ts";
+import { type CertificateAuthority, ensureCa } from "../../src/engines/tls/certificates.ts";
+import { SeedFromBackup } from "../../src/engines/postgresql/backup/seed.ts";
 import { freePort, loopbackPrefix, scratchDir, timed } from "./engine-fixtures.ts";
 
 const SETTINGS = planPostgresSettings({ ramMb: 512, maxConnections: 30, model: "shared" });
@@ -32,6 +33,10 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
   let restorer: InPlaceRestore;
   let spec: NodeBackupSpec;
   let paths: NodeBackupPaths;
+  let template: PgTemplate;
+  let ca: CertificateAuthority;
+  let host: string;
+  const forks: PostgresInstance[] = [];
 
   const sql = async (text: string) => queryOnce(node.superuserConfig("app"), text);
   const rows = async () => (await sql("SELECT id FROM items ORDER BY id")).map((r) => Number(r.id));
@@ -44,9 +49,9 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
   before(async () => {
     dir = await scratchDir("pgbackrest");
     const owner = postgresUser();
-    const host = `${loopbackPrefix()}.1`;
-    const ca = await ensureCa(path.join(dir, "ca"), "osc-fr1");
-    const template = new PgTemplate(path.join(dir, "template"));
+    host = `${loopbackPrefix()}.1`;
+    ca = await ensureCa(path.join(dir, "ca"), "osc-fr1");
+    template = new PgTemplate(path.join(dir, "template"));
     await template.ensure();
     await ensureDir(path.join(dir, "inst"), 0o755, undefined);
     node = new PostgresInstance({
@@ -87,12 +92,15 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
     });
     await configure();
     await node.start();
-    await queryOnce(node.superuserConfig(), "CREATE DATABASE app");
+    await queryOnce(node.superuserConfig(), "CREATE ROLE src_user LOGIN");
+    await queryOnce(node.superuserConfig(), "CREATE DATABASE app OWNER src_user");
     await sql("CREATE TABLE items (id int PRIMARY KEY)");
   });
 
   after(async () => {
-    await node?.destroy().catch((err: Error) => console.error(`cleanup: ${err.message}`));
+    for (const n of [node, ...forks]) {
+      await n?.destroy().catch((err: Error) => console.error(`cleanup: ${err.message}`));
+    }
     await fs.rm(dir, { recursive: true, force: true });
   });
 
@@ -186,5 +194,71 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
     assert.equal((await readArchiveStatus(node.superuserConfig())).timeline, 3);
     assert.equal(await restorer.inProgress(), false);
     await assert.rejects(fs.access(`${node.dataDir}.pre-restore`));
+  });
+
+  /** A fork's node: fresh clone, its own port and files, seeded from the stanza. */
+  const forkNode = async (name: string) => {
+    const fork = new PostgresInstance({
+      id: `inst-${name}`,
+      baseDir: path.join(dir, name, "node"),
+      listenAddress: host,
+      port: await freePort(host),
+    });
+    forks.push(fork);
+    await ensureDir(path.join(dir, name), 0o755, undefined);
+    await fork.ensureInitialised({ template });
+    await fork.ensureServerCertificate(ca, { commonName: name, ipAddresses: [host] });
+    const reconfigure = () => fork.configure(SETTINGS, { forceTls: false });
+    await reconfigure();
+    const seedConf = path.join(dir, name, "seed.conf");
+    // The source's repository and key, the fork's own data dir.
+    await writeFileAtomic(seedConf, renderPgBackRestConf(spec, fork, paths), 0o600, postgresUser());
+    const seeder = new SeedFromBackup({
+      node: fork,
+      source: new PgBackRest(seedConf, spec.stanza),
+      stateFile: path.join(dir, name, "seed-state.json"),
+      reconfigure,
+    });
+    return { fork, seeder };
+  };
+  const rename = { fromUser: "src_user", fromDatabase: "app", toUser: "fork_user", toDatabase: "fork_app" };
+  const forkRows = async (fork: PostgresInstance) =>
+    (await queryOnce(fork.superuserConfig("fork_app"), "SELECT id FROM items ORDER BY id")).map((r) =>
+      Number(r.id),
+    );
+
+  it("seeds a fork from the stanza at a point in time, under the fork's names; the source is untouched", async () => {
+    const info = await br.info();
+    const tl2 = info.backups.filter((b) => b.timeline === 2).at(-1)!;
+    // Timeline 2 ran from the first restore until the second one: rows 0, 1, 2, 4 and 5 by then.
+    const target = new Date(tl2.stoppedAt.getTime() + 1);
+    const { fork, seeder } = await forkNode("fork1");
+    const seed = { id: "seed-1", repoPath: spec.repoPath, stanza: spec.stanza, cipherPass: spec.cipherPass };
+    await seeder.ensure({ ...seed, targetTime: target.toISOString(), timeline: 2, rename });
+    assert.ok(await seeder.isDone("seed-1"));
+    await seeder.ensure({ ...seed, targetTime: target.toISOString(), timeline: 2, rename }); // idempotent
+    assert.deepEqual(await forkRows(fork), [0, 1, 2, 4]);
+    const owner = await queryOnce(
+      fork.superuserConfig(),
+      "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = 'fork_app'",
+    );
+    assert.equal(owner[0]?.rolname, "fork_user");
+    assert.deepEqual(await rows(), [0, 1, 2, 4, 5], "the source keeps its data");
+    await assert.rejects(fs.access(`${fork.dataDir}.pre-restore`));
+  });
+
+  it("seeds up to the archive's end when no commit follows the target there", async () => {
+    await br.backupFull({ "cellar-reason": "new-timeline" });
+    await sql("INSERT INTO items VALUES (7)");
+    await br.check();
+    await pause();
+    const target = await serverNow();
+    await br.check(); // archived, and no commit after the target
+    const { fork, seeder } = await forkNode("fork2");
+    const seed = { id: "seed-2", repoPath: spec.repoPath, stanza: spec.stanza, cipherPass: spec.cipherPass };
+    await seeder.ensure({ ...seed, targetTime: target.toISOString(), timeline: 3, rename });
+    assert.deepEqual(await forkRows(fork), [0, 1, 2, 4, 5, 7]);
+    const state = JSON.parse(await fs.readFile(path.join(dir, "fork2", "seed-state.json"), "utf8"));
+    assert.equal(state.toEnd, true, "the first try stopped short of the target, the second replayed all");
   });
 });

@@ -42,7 +42,8 @@ export interface RestoreRequest {
   /** An empty directory to restore into. */
   into: string;
   set: string;
-  targetTime: Date;
+  /** Where recovery stops; null: at the end of the archived WAL. */
+  targetTime: Date | null;
 }
 
 const MINUTE = 60_000;
@@ -111,7 +112,8 @@ export class PgBackRest {
   }
 
   /**
-   * Restores `set` into an empty directory, to stop at `targetTime` and promote. Hot standby
+   * Restores `set` into an empty directory, to stop at `targetTime` (or the archive's end)
+   * and promote. Hot standby
    * is off during the replay, so the server accepts connections only once it is a primary.
    */
   async restore(r: RestoreRequest): Promise<void> {
@@ -120,9 +122,9 @@ export class PgBackRest {
       [
         `--pg1-path=${r.into}`,
         `--set=${r.set}`,
-        "--type=time",
-        `--target=${pgTimestamp(r.targetTime)}`,
-        "--target-action=promote",
+        ...(r.targetTime
+          ? ["--type=time", `--target=${pgTimestamp(r.targetTime)}`, "--target-action=promote"]
+          : ["--type=default"]),
         "--target-timeline=current",
         "--recovery-option=hot_standby=off",
         `--recovery-option=restore_command=${restoreCommand(this.configFile, this.stanza)}`,

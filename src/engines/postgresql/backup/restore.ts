@@ -1,20 +1,20 @@
 // A point-in-time restore of a node in place. Its progress is kept in a state file, so an
 // agent killed at any step resumes where it was: the restore is redone into a side
 // directory, swapped in with the original kept aside, and the original comes back if the
-// restored server does not become a primary.
+// restored server does not become a primary (data-swap.ts).
 //
 //   prepared   a backup set is chosen, a commit past the target is archived (node runs)
 //   restoring  node stopped; pgBackRest restores into <pgdata>.restore
 //   swapping   <pgdata> -> <pgdata>.pre-restore, <pgdata>.restore -> <pgdata>
 //   swapped    the restored server replays up to the target and promotes
 import fs from "node:fs/promises";
-import { ensureDir, postgresUser, writeFileAtomic } from "../command.ts";
-import { pathExists } from "../data-dir.ts";
+import { writeFileAtomic } from "../command.ts";
 import { EngineError } from "../errors.ts";
 import type { PostgresInstance } from "../instance.ts";
 import { queryOnce } from "../superuser.ts";
 import { readArchiveStatus } from "./archive-status.ts";
 import { chooseBackupSet } from "./backup-info.ts";
+import { DataDirSwap } from "./data-swap.ts";
 import type { PgBackRest } from "./pgbackrest.ts";
 import type { RestoreOutcome } from "./types.ts";
 
@@ -55,12 +55,13 @@ const KEPT_OUTCOMES = 20;
 class RestoreRefused extends EngineError {}
 
 export class InPlaceRestore {
-  private readonly side: string;
-  private readonly aside: string;
+  private readonly swap: DataDirSwap;
 
   constructor(private readonly opts: InPlaceRestoreOptions) {
-    this.side = `${opts.node.dataDir}.restore`;
-    this.aside = `${opts.node.dataDir}.pre-restore`;
+    this.swap = new DataDirSwap(opts.node, {
+      reconfigure: opts.reconfigure,
+      ...(opts.promoteTimeoutMs !== undefined ? { promoteTimeoutMs: opts.promoteTimeoutMs } : {}),
+    });
   }
 
   private now(): Date {
@@ -131,6 +132,7 @@ export class InPlaceRestore {
 
   private async advance(state: StateFile): Promise<RestoreOutcome> {
     const cur = state.current!;
+    const swap = this.swap;
     const step = async (phase: Phase) => {
       cur.phase = phase;
       await this.save(state);
@@ -141,106 +143,21 @@ export class InPlaceRestore {
         await step("restoring");
       }
       if (cur.phase === "restoring") {
-        await this.restoreIntoSide(cur);
+        const into = await swap.freshSide();
+        await this.opts.pgbackrest.restore({ into, set: cur.set, targetTime: new Date(cur.targetTime) });
         await step("swapping");
       }
       if (cur.phase === "swapping") {
-        await this.swap();
+        await swap.swap();
         await step("swapped");
       }
-      await this.promote();
-      await fs.rm(this.aside, { recursive: true, force: true });
+      await swap.promote();
+      await swap.dropAside();
       return await this.finish(state, cur.id, null);
     } catch (err) {
-      await this.rollBack();
+      await swap.rollBack();
       return this.finish(state, cur.id, (err as Error).message);
     }
-  }
-
-  private async restoreIntoSide(cur: Progress): Promise<void> {
-    await this.opts.node.stop("fast");
-    await fs.rm(this.side, { recursive: true, force: true });
-    await ensureDir(this.side, 0o700, postgresUser());
-    await this.opts.pgbackrest.restore({
-      into: this.side,
-      set: cur.set,
-      targetTime: new Date(cur.targetTime),
-    });
-  }
-
-  /** Idempotent: `aside` exists only once the original was moved there. */
-  private async swap(): Promise<void> {
-    const data = this.opts.node.dataDir;
-    if (!(await pathExists(this.side))) return;
-    if (!(await pathExists(this.aside))) {
-      await fs.rename(data, this.aside);
-    } else {
-      // Whatever is at pgdata now was made while the original was aside (a crash between renames).
-      await fs.rm(data, { recursive: true, force: true });
-    }
-    await fs.rename(this.side, data);
-  }
-
-  /** Starts the restored server and waits until it replayed up to the target and promoted. */
-  private async promote(): Promise<void> {
-    const { node } = this.opts;
-    await this.opts.reconfigure();
-    if (!(await node.seemsReady()) && !(await this.postmasterRuns())) await node.start();
-    const deadline = Date.now() + (this.opts.promoteTimeoutMs ?? 60 * 60_000);
-    for (;;) {
-      if (await node.seemsReady()) {
-        const rows = await queryOnce<{ r: boolean }>(
-          node.superuserConfig(),
-          "SELECT pg_is_in_recovery() AS r",
-        );
-        if (rows[0]?.r === false) break;
-      } else if (!(await this.postmasterRuns())) {
-        throw new EngineError(`the restored server stopped before it promoted: ${await this.logTail()}`);
-      }
-      if (Date.now() > deadline) throw new EngineError("the restored server did not promote in time");
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    // The recovery settings pgBackRest wrote are inert on a primary: removed all the same.
-    const written = [
-      "restore_command",
-      "recovery_target_time",
-      "recovery_target_action",
-      "recovery_target_timeline",
-    ];
-    for (const name of [...written, "hot_standby"]) {
-      await queryOnce(node.superuserConfig(), `ALTER SYSTEM RESET ${name}`);
-    }
-  }
-
-  private async postmasterRuns(): Promise<boolean> {
-    const pid = await this.opts.node.postmasterPid();
-    if (pid === null) return false;
-    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "" && state !== "Z" && state !== "X";
-  }
-
-  private async logTail(): Promise<string> {
-    const file = (await this.opts.node.currentLogFile()) ?? this.opts.node.startupLog;
-    const text = await fs.readFile(file, "utf8").catch(() => "");
-    const lines = text.trim().split("\n");
-    return (
-      lines
-        .filter((l) => /FATAL|PANIC|ERROR/.test(l))
-        .slice(-3)
-        .join(" | ") || lines.slice(-3).join(" | ")
-    );
-  }
-
-  /** Back to the data the node had before the restore (untouched while aside). */
-  private async rollBack(): Promise<void> {
-    const { node } = this.opts;
-    await node.stop("immediate").catch(() => undefined);
-    if (await pathExists(this.aside)) {
-      await fs.rm(node.dataDir, { recursive: true, force: true });
-      await fs.rename(this.aside, node.dataDir);
-    }
-    await fs.rm(this.side, { recursive: true, force: true });
   }
 
   private async finish(state: StateFile, id: string, error: string | null): Promise<RestoreOutcome> {

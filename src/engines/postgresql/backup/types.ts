@@ -19,6 +19,21 @@ export interface NodeBackupSpec {
   checkEveryS: number;
   /** A point-in-time restore in place, present while its operation runs. */
   restore?: { id: string; targetTime: string };
+  /** A fork: the node's data comes from another database's backups, while it is provisioned. */
+  seed?: NodeSeedSpec;
+}
+
+/** Where a fork's data comes from: the source's repository at a time, and the names to take. */
+export interface NodeSeedSpec {
+  id: string;
+  repoPath: string;
+  stanza: string;
+  cipherPass: string;
+  targetTime: string;
+  /** The source's timeline whose backups reach the target. */
+  timeline: number;
+  /** The source's protected user and database, renamed to the fork's. */
+  rename: { fromUser: string; fromDatabase: string; toUser: string; toDatabase: string };
 }
 
 /** One backup set of the repository, as the agent reports it. */
