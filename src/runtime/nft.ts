@@ -78,9 +78,11 @@ export function renderEdge(r: EdgeRules): string {
     // A clear, fast refusal rather than a client hanging until its timeout.
     "    meta l4proto tcp reject with tcp reset",
     "  }",
-    // The namespace is no router: nothing crosses it, in either direction.
+    // The namespace is no router: nothing crosses it to or from the uplink. Frames between
+    // the nodes' ports are switched by br0; they show up here only where br_netfilter is loaded.
     "  chain forward {",
     "    type filter hook forward priority filter; policy drop;",
+    `    iifname != "${r.uplink}" oifname != "${r.uplink}" accept`,
     "  }",
     "}",
     "",

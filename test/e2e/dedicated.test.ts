@@ -33,7 +33,8 @@ describe("Dedicated Starter database, end to end", () => {
       const vars = (await cl.api("GET", "/v1/apps/ledger-prod/variables")).json.variables as any[];
       return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
     });
-    assert.match(url, /@127\.42\.0\.2:\d+\/.*\?sslmode=require$/, "the dedicated host, not the shared one");
+    // Its own public address (docs/networking.md), on the dedicated host (below).
+    assert.match(url, /@198\.19\.42\.\d+:5432\/.*\?sslmode=require$/, "the database's public endpoint");
     const { rows } = await cl.controller.deps.db.query(
       "SELECT h.name FROM instances i JOIN hosts h ON h.id = i.host_id WHERE i.database_id = $1",
       [dbId],
@@ -54,7 +55,8 @@ describe("Dedicated Starter database, end to end", () => {
       database: u.pathname.slice(1),
       ssl: false,
     });
-    await assert.rejects(plain.connect(), /no encryption|pg_hba/);
+    // Closed by the gateway (first bytes not an SSLRequest), else refused by pg_hba.
+    await assert.rejects(plain.connect(), /no encryption|pg_hba|terminated unexpectedly/);
     await plain.end().catch(() => undefined);
   });
 

@@ -137,15 +137,20 @@ describe("a database network on this machine", { skip: probe.netns.ok ? false : 
     );
   });
 
-  it("applies a change within a fraction of a second, both ways", async () => {
+  it("applies a change in one command, effective for the next connection, both ways", async () => {
     const { ns } = vpcNames(dbA);
     const base = { uplink: UPLINK, ports: [PORT], control: [`${controlAddress(PUBLIC)}/32`] };
-    const started = performance.now();
-    await applyEdge(ns, { ...base, allow: ["198.19.201.48/29", "198.19.201.60/32"] });
+    const timed = async (allow: string[]) => {
+      const started = performance.now();
+      await applyEdge(ns, { ...base, allow });
+      return performance.now() - started;
+    };
+    // One nft transaction (~0.03 s idle); generous for a loaded CI machine.
+    const add = await timed(["198.19.201.48/29", "198.19.201.60/32"]);
     assert.equal((await lab.tcp(stranger, specA.publicAddress, PORT)).outcome, "data");
-    await applyEdge(ns, { ...base, allow: ["198.19.201.48/29"] });
+    const remove = await timed(["198.19.201.48/29"]);
     assert.equal((await lab.tcp(stranger, specA.publicAddress, PORT)).outcome, "refused");
-    assert.ok(performance.now() - started < 3000, `${performance.now() - started} ms`);
+    assert.ok(add < 2000 && remove < 2000, `applied in ${Math.round(add)} and ${Math.round(remove)} ms`);
   });
 
   it("keeps another database's network shut to its neighbours and to the public side", async () => {

@@ -14,6 +14,11 @@ export interface GatewayAcl {
   tlsOnly: boolean;
   /** Allowed sources (IPv4 CIDRs). Absent: no source filtering; empty: nobody. */
   allow?: string[];
+  /**
+   * Where the gateway keeps `allow` (gateway-allow-list.ts): the config then names the file,
+   * and a new list is swapped in at run time instead of reloading.
+   */
+  file?: string;
 }
 
 /** Length 8, then the SSLRequest code 80877103 (1234 << 16 | 5679). */
@@ -23,7 +28,12 @@ const FIRST_BYTES_WITHIN = "10s";
 /** CIDRs per `acl` line: HAProxy lines are limited in length; repeated names are OR-ed. */
 const PER_LINE = 16;
 
+const FILE = /^\/[A-Za-z0-9_./-]+$/;
+
 export function checkAcl(acl: GatewayAcl): void {
+  if (acl.file !== undefined && !FILE.test(acl.file)) {
+    throw ValidationError.field("acl.file", `"${acl.file}" is not an absolute path without spaces`);
+  }
   for (const cidr of acl.allow ?? []) {
     const parsed = parseCidr(cidr);
     if (!parsed.ok) throw ValidationError.field("acl.allow", parsed.reason);
@@ -35,7 +45,13 @@ export function renderAclLines(acl: GatewayAcl | undefined): string[] {
   if (!acl) return [];
   checkAcl(acl);
   const lines: string[] = [];
-  if (acl.allow !== undefined) {
+  if (acl.allow !== undefined && acl.file !== undefined) {
+    // An empty file matches nobody: deny by default, and rules come in without a reload.
+    lines.push(
+      `  acl cellar_allowed src -f ${acl.file}`,
+      "  tcp-request connection reject unless cellar_allowed",
+    );
+  } else if (acl.allow !== undefined) {
     const allow = [...new Set(acl.allow)];
     if (allow.length === 0) {
       lines.push("  tcp-request connection reject");

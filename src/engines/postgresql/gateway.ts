@@ -16,6 +16,7 @@ import net from "node:net";
 import path from "node:path";
 import { daemonUser, ensureDir, type OsUser, writeFileAtomic } from "./command.ts";
 import { CommandFailedError, PortInUseError } from "./errors.ts";
+import { ALLOW_FILE, swapAllowList, writeAllowList } from "./gateway-allow-list.ts";
 import { launchInNetns, runsInNetns } from "./gateway-netns.ts";
 import { type GatewaySpec, renderHaproxyConfig } from "./haproxy-config.ts";
 import {
@@ -61,9 +62,13 @@ export class Gateway {
   }
 
   /** Converges to `spec`: writes the config, then starts or (if it changed) reloads. */
-  async ensure(spec: GatewaySpec): Promise<"started" | "reloaded" | "unchanged"> {
+  async ensure(spec: GatewaySpec): Promise<"started" | "reloaded" | "updated" | "unchanged"> {
     this.netns = spec.netns;
+    const allow = spec.acl?.allow;
+    const allowFile = path.join(this.baseDir, ALLOW_FILE);
+    if (spec.acl && allow) spec = { ...spec, acl: { ...spec.acl, file: allowFile } };
     const changed = await this.writeConfig(spec);
+    const listChanged = allow ? await writeAllowList(allowFile, allow, this.user) : false;
     // Listeners cannot be handed over between namespaces: a gateway that moves starts afresh.
     const pid = await this.pid();
     if (pid !== null && !(await runsInNetns(pid, spec.netns))) await this.stop();
@@ -71,7 +76,11 @@ export class Gateway {
       await this.start();
       return "started";
     }
-    if (!changed) return "unchanged";
+    if (!changed && !listChanged) return "unchanged";
+    // Only the allow list changed: swapped in the running process, else a reload reads it.
+    if (!changed && allow && (await swapAllowList(this.adminSocket, allowFile, allow).catch(() => false))) {
+      return "updated";
+    }
     await this.reload();
     return "reloaded";
   }
