@@ -1,6 +1,6 @@
 // Continuous backups: the recovery window each class promises, how a restore time is read
 // and checked against the window, and the health of the archive (reference §2.8). Pure.
-import type { ArchitectureModel, ServiceClass } from "./catalog.ts";
+import type { ArchitectureModel, Plan, ServiceClass } from "./catalog.ts";
 import { ValidationError } from "./errors.ts";
 
 /** Days a point-in-time restore can reach back: Shared 7; Dedicated 7, 14 or 30 by class. */
@@ -60,4 +60,26 @@ export function archiveHealth(latest: Date, now: Date): ArchiveHealth {
   if (ageH > 24) return "stale";
   if (ageH > 12) return "delayed";
   return "healthy";
+}
+
+/** A fork runs on its source's plan or a bigger one, single-node (backups exist there only). */
+export function checkForkPlan(source: Plan, fork: Plan): void {
+  if (fork.providerId !== source.providerId) {
+    throw ValidationError.field(
+      "restore_from.database_id",
+      `a fork keeps its source's kind of database (${source.providerId}), not ${fork.providerId}`,
+    );
+  }
+  if (fork.nodes !== 1) {
+    throw ValidationError.field(
+      "plan_id",
+      `forks run on single-node plans: ${fork.id} has ${fork.nodes} nodes`,
+    );
+  }
+  if (fork.ramMb < source.ramMb || fork.storageGb < source.storageGb) {
+    throw ValidationError.field(
+      "plan_id",
+      `${fork.id} is smaller than the source's ${source.id}: a fork needs the same plan or a bigger one`,
+    );
+  }
 }

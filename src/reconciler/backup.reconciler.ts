@@ -7,9 +7,11 @@ import type { Deps } from "../api/deps.ts";
 import { archiveHealth } from "../domain/backup-policy.ts";
 import {
   cancelPendingRestore,
+  countPendingForksOf,
   findContinuousBackup,
   finishRestoreOperations,
   markRepoRemoved,
+  markSeedDone,
   setHealth,
   type ContinuousBackup,
 } from "../store/backups.store.ts";
@@ -31,6 +33,12 @@ export async function reconcileBackups(
   if (db.deleteRequestedAt) {
     await cancelPendingRestore(deps.db, databaseId);
     if (!db.deletedAt || cb.repoRemovedAt) return pass;
+    // A fork still being made restores from this repository: it goes once the fork has its data.
+    const forks = await countPendingForksOf(deps.db, databaseId);
+    if (forks > 0) {
+      const message = `${pass.message}; its backup repository stays while ${forks} fork(s) restore from it`;
+      return { message, requeueAfterMs: Math.min(pass.requeueAfterMs ?? REMOVE_RETRY_MS, REMOVE_RETRY_MS) };
+    }
     try {
       await removeRepository(cb, db);
       await markRepoRemoved(deps.db, databaseId);
@@ -41,6 +49,8 @@ export async function reconcileBackups(
     }
   }
   await finishRestoreOperations(deps.db, databaseId);
+  // Running means its node converged, and a fork's node converges only once seeded.
+  if (db.phase === "running") await markSeedDone(deps.db, databaseId);
   await tellHealth(deps, db, cb);
   return pass;
 }

@@ -319,3 +319,83 @@ export async function cancelPendingRestore(q: Queryable, databaseId: string): Pr
     );
   }
 }
+
+/** A fork's seed, with what its node needs: the source's stanza and both sets of names. */
+export interface PendingSeed {
+  databaseId: string;
+  sourceDatabaseId: string;
+  targetTime: Date;
+  sourceTimeline: number;
+  source: { stanza: string; repoPath: string; cipherPass: string; username: string; dbname: string };
+  fork: { username: string; dbname: string } | null;
+}
+
+export async function insertSeed(
+  q: Queryable,
+  s: { databaseId: string; sourceDatabaseId: string; targetTime: Date; sourceTimeline: number },
+): Promise<void> {
+  await q.query(
+    `INSERT INTO database_seeds (database_id, source_database_id, target_time, source_timeline)
+     VALUES ($1, $2, $3, $4)`,
+    [s.databaseId, s.sourceDatabaseId, s.targetTime, s.sourceTimeline],
+  );
+}
+
+export async function pendingSeed(q: Queryable, databaseId: string): Promise<PendingSeed | null> {
+  const { rows } = await q.query<{
+    source_database_id: string;
+    target_time: Date;
+    source_timeline: number;
+    stanza: string;
+    repo_path: string;
+    cipher_pass: string;
+    src_user: string;
+    src_db: string;
+    fork_user: string | null;
+    fork_db: string | null;
+  }>(
+    `SELECT s.source_database_id, s.target_time, s.source_timeline, cb.stanza, cb.repo_path, cb.cipher_pass,
+            sc.username AS src_user, sc.dbname AS src_db, fc.username AS fork_user, fc.dbname AS fork_db
+     FROM database_seeds s
+     JOIN continuous_backups cb ON cb.database_id = s.source_database_id
+     JOIN database_credentials sc ON sc.database_id = s.source_database_id
+     LEFT JOIN database_credentials fc ON fc.database_id = s.database_id
+     WHERE s.database_id = $1 AND s.status = 'pending'`,
+    [databaseId],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    databaseId,
+    sourceDatabaseId: r.source_database_id,
+    targetTime: r.target_time,
+    sourceTimeline: r.source_timeline,
+    source: {
+      stanza: r.stanza,
+      repoPath: r.repo_path,
+      cipherPass: r.cipher_pass,
+      username: r.src_user,
+      dbname: r.src_db,
+    },
+    fork: r.fork_user && r.fork_db ? { username: r.fork_user, dbname: r.fork_db } : null,
+  };
+}
+
+/** The fork runs: its data came from the seed, which is no longer asked for. */
+export async function markSeedDone(q: Queryable, databaseId: string): Promise<boolean> {
+  const { rowCount } = await q.query(
+    "UPDATE database_seeds SET status = 'done', finished_at = now() WHERE database_id = $1 AND status = 'pending'",
+    [databaseId],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/** Forks still being made from this database's backups (its repository must stay). */
+export async function countPendingForksOf(q: Queryable, sourceDatabaseId: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM database_seeds s JOIN databases d ON d.id = s.database_id
+     WHERE s.source_database_id = $1 AND s.status = 'pending' AND d.deleted_at IS NULL`,
+    [sourceDatabaseId],
+  );
+  return rows[0]!.n;
+}

@@ -26,6 +26,7 @@ import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
 import { signJwt } from "../jwt.ts";
+import { readForkRequest, withFork } from "../backup-fork.ts";
 import { readJson, root, str } from "../request.ts";
 import { resolveScope, scopeIdentity, type Scope } from "../scope.ts";
 import { planJson } from "./catalog.routes.ts";
@@ -105,20 +106,27 @@ export function addonRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {
     const provider = resolveProvider(catalog, requiredString(body, "addon_provider_id"), "shared");
     const plan = resolvePlan(catalog, provider, requiredString(body, "plan_id"), scope.app.region);
     validateAddonOptions(body.options);
+    const fork = readForkRequest(body.restore_from);
     const user = c.get("user");
     const { database, operation } = await deps.db
       .tx((q) =>
-        provisionDatabase(q, catalog, {
-          model: "shared",
-          appId: scope.app.id,
-          resourceBase: scope.app.name,
-          ownerId: scope.app.ownerId,
-          region: scope.app.region,
-          providerId: provider.id,
-          engine: provider.engine,
-          planId: plan.id,
-          userId: user.id,
-        }),
+        withFork(
+          q,
+          deps,
+          fork,
+          user.id,
+          provisionDatabase(q, catalog, {
+            model: "shared",
+            appId: scope.app.id,
+            resourceBase: scope.app.name,
+            ownerId: scope.app.ownerId,
+            region: scope.app.region,
+            providerId: provider.id,
+            engine: provider.engine,
+            planId: plan.id,
+            userId: user.id,
+          }),
+        ),
       )
       .catch((err: unknown) => {
         // The app was deleted between scope resolution and the insert (migration 0003's trigger).

@@ -25,6 +25,7 @@ import {
 import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
+import { readForkRequest, withFork } from "../backup-fork.ts";
 import { readJson, str, typeName, type Json } from "../request.ts";
 import { addonJson } from "./addons.routes.ts";
 import { appJson } from "./apps.routes.ts";
@@ -108,7 +109,9 @@ export function databaseRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {
   const { catalog } = deps;
 
   app.post("/databases", auth, async (c) => {
-    const req = parseCreate(await readJson(c));
+    const body = await readJson(c);
+    const req = parseCreate(body);
+    const fork = readForkRequest(((body.database ?? body) as Json).restore_from);
     // The creator becomes the owner, the only role that may provision Dedicated Resources.
     assertCanProvision("dedicated", "owner");
     if (!findProvider(catalog, req.technology.value)) {
@@ -123,19 +126,25 @@ export function databaseRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {
     const user = c.get("user");
     const { database } = await deps.db
       .tx((q) =>
-        provisionDatabase(q, catalog, {
-          model: "dedicated",
-          name: req.name,
-          resourceBase: req.name,
-          ownerId: user.id,
-          ...(req.projectId ? { projectId: req.projectId } : {}),
-          region,
-          providerId: provider.id,
-          engine: provider.engine,
-          planId: plan.id,
-          ...(req.ipRange ? { ipRange: req.ipRange } : {}),
-          userId: user.id,
-        }),
+        withFork(
+          q,
+          deps,
+          fork,
+          user.id,
+          provisionDatabase(q, catalog, {
+            model: "dedicated",
+            name: req.name,
+            resourceBase: req.name,
+            ownerId: user.id,
+            ...(req.projectId ? { projectId: req.projectId } : {}),
+            region,
+            providerId: provider.id,
+            engine: provider.engine,
+            planId: plan.id,
+            ...(req.ipRange ? { ipRange: req.ipRange } : {}),
+            userId: user.id,
+          }),
+        ),
       )
       .catch((err: unknown) => {
         // Apps and Dedicated databases share one namespace (resource_names).
