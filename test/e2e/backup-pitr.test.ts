@@ -186,6 +186,61 @@ describe("continuous backups and PITR, end to end", () => {
     assert.deepEqual(await notes(), ["kept-1", "kept-2", "kept-3"], "writes go on after the restore");
   });
 
+  it("forks the add-on into another app at a point in time: that time's data, a new URL, the source untouched", async () => {
+    assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "pitr-staging" } })).status, 201);
+    const forkTime = await withClient(async (c) => {
+      await c.query("INSERT INTO ledger (note) VALUES ('in-fork')");
+      await new Promise((r) => setTimeout(r, 50));
+      const t = (await c.query("SELECT clock_timestamp() AS t")).rows[0].t as Date;
+      await new Promise((r) => setTimeout(r, 50));
+      await c.query("INSERT INTO ledger (note) VALUES ('not-in-fork')");
+      return t.toISOString();
+    });
+    await cl.waitFor("the archive to pass the fork's time", async () => {
+      const w = await windowOf("pitr-app", addonId);
+      return w.latest_recoverable_at && Date.parse(w.latest_recoverable_at) > Date.parse(forkTime)
+        ? true
+        : undefined;
+    });
+    const res = await cl.api("POST", "/v1/apps/pitr-staging/addons", {
+      addon: {
+        addon_provider_id: "postgresql",
+        plan_id: "postgresql-starter-1024",
+        restore_from: { database_id: addonId, restore_time: forkTime },
+      },
+    });
+    assert.equal(res.status, 201, JSON.stringify(res.json));
+    const forkId = res.json.addon.id as string;
+    const forkUrl = await cl.waitFor(
+      "the fork to run",
+      async () => {
+        const vars = (await cl.api("GET", "/v1/apps/pitr-staging/variables")).json.variables as any[];
+        return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
+      },
+      180_000,
+    );
+    assert.notEqual(forkUrl, url);
+    const fork = await connectVerified(forkUrl, ca);
+    try {
+      const rows = (await fork.query("SELECT note FROM ledger ORDER BY id")).rows.map((r) => r.note);
+      assert.deepEqual(rows, ["kept-1", "kept-2", "kept-3", "in-fork"]);
+      await fork.query("INSERT INTO ledger (note) VALUES ('written in the fork')");
+    } finally {
+      await fork.end();
+    }
+    assert.deepEqual(await notes(), ["kept-1", "kept-2", "kept-3", "in-fork", "not-in-fork"]);
+    // Its own stanza: a first full backup of its own, then a window of its own.
+    await cl.waitFor(
+      "the fork's own recovery window",
+      async () => {
+        const w = await windowOf("pitr-staging", forkId);
+        return w.earliest_recoverable_at ? true : undefined;
+      },
+      120_000,
+    );
+    assert.equal((await cl.api("DELETE", `/v1/apps/pitr-staging/addons/${forkId}`)).status, 204);
+  });
+
   it("deletes the add-on's repository with it", async () => {
     const repo = path.join(cl.dataDir, "backups", "osc-fr1", addonId);
     await fs.access(repo);
