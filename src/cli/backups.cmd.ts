@@ -3,7 +3,7 @@
 // fresh add-on token, as the reference's client does.
 import type { Command } from "commander";
 import { act, enc } from "./context.ts";
-import { CliError, rooted, type Response } from "./http.ts";
+import { CliError, isObject, rooted, type Response } from "./http.ts";
 import { keyValues, text } from "./output.ts";
 import { confirmByTyping } from "./prompt.ts";
 import type { Session } from "./session.ts";
@@ -53,7 +53,63 @@ async function waitForOperation(session: Session, t: Target, id: string, timeout
   });
 }
 
+/** The source's plan id (a fork's default plan). */
+async function planOf(session: Session, t: Target): Promise<string> {
+  const addon = rooted(
+    await session.call("GET", `/apps/${enc(t.scope)}/addons/${enc(t.databaseId)}`),
+    "addon",
+  );
+  const plan = addon.plan;
+  if (!isObject(plan) || typeof plan.id !== "string")
+    throw new CliError("the API gave no plan for the source");
+  return plan.id;
+}
+
+type ForkOpts = TargetOpts & { toApp?: string; name?: string; plan?: string };
+
+/** A new database from the source's backups at `time`: an add-on of another app, or a Dedicated one. */
+async function fork(session: Session, source: Target, time: string, opts: ForkOpts): Promise<Response> {
+  const plan = opts.plan ?? (await planOf(session, source));
+  const restoreFrom = { database_id: source.databaseId, restore_time: time };
+  if (opts.database) {
+    if (!opts.name)
+      throw new CliError("a fork of a Dedicated database is a new one: name it with --name <name>");
+    return session.call("POST", "/databases", {
+      database: { name: opts.name, technology: "postgresql-ng", plan, restore_from: restoreFrom },
+    });
+  }
+  if (!opts.toApp)
+    throw new CliError("which app gets the fork? pass --to-app <app> (not the source's own app)");
+  return session.call("POST", `/apps/${enc(opts.toApp)}/addons`, {
+    addon: { addon_provider_id: "postgresql", plan_id: plan, restore_from: restoreFrom },
+  });
+}
+
 export function registerBackupCommands(program: Command): void {
+  targetOptions(
+    program
+      .command("database-pitr-fork <time>")
+      .description(
+        "make a new database from this one's backups at an RFC 3339 time (the source is untouched)",
+      )
+      .option("--to-app <app>", "the app that gets the forked add-on")
+      .option("--name <name>", "the name of the forked Dedicated database")
+      .option("--plan <plan>", "the fork's plan: the source's (default) or a bigger one"),
+  ).action(
+    act<ForkOpts>(async (ctx, [raw], opts) => {
+      const time = restoreTime(raw);
+      const source = await resolveTarget(ctx.session(), opts);
+      const res = await fork(ctx.session(), source, time, opts);
+      const body =
+        isObject(res.json) && isObject(res.json.database) ? res.json.database : rooted(res, "addon");
+      const where = opts.database ? `database ${opts.name ?? ""}` : `add-on of ${opts.toApp ?? ""}`;
+      ctx.out.result(
+        res.json,
+        () => `Fork ${text(body.id)} (${where}) of ${source.label} at ${time} is being provisioned.`,
+      );
+    }),
+  );
+
   targetOptions(
     program
       .command("database-pitr-recovery-window")

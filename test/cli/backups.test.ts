@@ -6,7 +6,7 @@ import { applyBackupReports } from "../../src/reconciler/backup-reports.ts";
 import { nodeBackupSpec } from "../../src/reconciler/backup-spec.ts";
 import { getDatabase } from "../../src/store/databases.store.ts";
 import { insertHost } from "../../src/store/hosts.store.ts";
-import { startHarness, type Harness } from "../support/api.ts";
+import { startHarness, type Harness, type Session } from "../support/api.ts";
 import { cliRunner, type CliRunner } from "../support/cli.ts";
 import { listen, type Listening } from "../support/server.ts";
 
@@ -17,6 +17,7 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
   let server: Listening;
   let cli: CliRunner;
   let dbId = "";
+  let alice: Session;
   const earliest = minutesAgo(60);
   const latest = minutesAgo(1);
 
@@ -28,7 +29,7 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
     h = await startHarness({ CELLAR_RATE_LIMIT_PER_MINUTE: "10000" });
     server = await listen(h);
     cli = await cliRunner();
-    const alice = await h.user("alice");
+    alice = await h.user("alice");
     await h.call("POST", "/v1/apps", { bearer: alice.bearer, body: { app: { name: "ledger-app" } } });
     const res = await h.call("POST", "/v1/apps/ledger-app/addons", {
       bearer: alice.bearer,
@@ -130,5 +131,27 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /started: operation op-[0-9a-f]+\./);
     assert.equal(await restores(), 1);
+  });
+
+  it("forks into another app at a time, on the source's plan by default", async () => {
+    await h.call("POST", "/v1/apps", { bearer: alice.bearer, body: { app: { name: "ledger-staging" } } });
+    const missing = await cli.run(["database-pitr-fork", "--app", "ledger-app", minutesAgo(10)]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /pass --to-app/);
+    const res = await cli.run([
+      "database-pitr-fork",
+      "--app",
+      "ledger-app",
+      "--to-app",
+      "ledger-staging",
+      minutesAgo(10),
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /Fork ad-[0-9a-f-]+ \(add-on of ledger-staging\) of .* is being provisioned\./);
+    const { rows } = await h.deps.db.query(
+      "SELECT d.plan_id FROM database_seeds s JOIN databases d ON d.id = s.database_id WHERE s.source_database_id = $1",
+      [dbId],
+    );
+    assert.deepEqual(rows, [{ plan_id: "postgresql-starter-512" }]);
   });
 });
