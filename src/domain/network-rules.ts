@@ -4,12 +4,14 @@
 // forced, deny by default, at most 30 firewall rules (custom IPv4 ranges or managed ranges).
 import type { ArchitectureModel } from "./catalog.ts";
 import { ValidationError } from "./errors.ts";
-import { addressAt, cidrOf, formatCidr, parseCidr, subdivide, type Cidr } from "./ipv4.ts";
+import { addressAt, cidrOf, cidrsOverlap, formatCidr, parseCidr, subdivide, type Cidr } from "./ipv4.ts";
 
 export const FEATURES = ["force-ssl", "publicly-available"] as const;
 export type FeatureName = (typeof FEATURES)[number];
 
 export const MAX_FIREWALL_RULES = 30;
+/** Each Dedicated node's /30 to its host comes from here (runtime/netns.ts). */
+export const NODE_LINK_RANGE = "10.213.0.0/16";
 const MAX_LABEL = 100;
 
 export function featureName(value: unknown, field = "name"): FeatureName {
@@ -172,4 +174,23 @@ export function checkPublicNetwork(value: string): string | null {
   if (!parsed.ok) return parsed.reason;
   if (parsed.cidr.prefix > 24 || parsed.cidr.prefix < 8) return `${value} must be between a /8 and a /24`;
   return null;
+}
+
+/**
+ * A Dedicated database's own range sits beside its nodes' links to their host and beside the
+ * public side: overlapping either would misroute its traffic.
+ */
+export function checkIpRangeFree(ipRange: string, publicNetwork: string, field = "ip_range"): void {
+  const range = cidrOf(ipRange);
+  for (const [reserved, what] of [
+    [NODE_LINK_RANGE, "Cellar's links to its nodes"],
+    [publicNetwork, "the public side of this Cellar"],
+  ] as const) {
+    if (cidrsOverlap(range, cidrOf(reserved))) {
+      throw ValidationError.field(
+        field,
+        `${ipRange} overlaps ${reserved}, used by ${what}: choose another range`,
+      );
+    }
+  }
 }

@@ -7,10 +7,11 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
+import { NODE_LINK_RANGE } from "../domain/network-rules.ts";
 import { IsolationError } from "./cgroup-fs.ts";
 
 /** Reserved for node namespaces: nothing else on the machine may route it. */
-export const NODE_NET_RANGE = "10.213.0.0/16";
+export const NODE_NET_RANGE = NODE_LINK_RANGE;
 const RANGE_BASE = (10 << 24) | (213 << 16);
 export const NODE_NET_SLOTS = 65536 / 4;
 const NETNS_DIR = "/run/netns";

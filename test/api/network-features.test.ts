@@ -280,6 +280,38 @@ describe("endpoints: GET /v1/databases/:id/endpoints", () => {
     assert.deepEqual([ep.hostname, ep.port], [hst.address, 20007]);
   });
 
+  it("refuses an ip_range over Cellar's own ranges at creation, and keeps a free one", async () => {
+    const bad = await h.call("POST", "/v1/databases", {
+      bearer: alice.bearer,
+      body: {
+        name: "range-clash",
+        addon_provider_id: "postgresql-ng",
+        plan_id: "postgresql-dr-starter-4096",
+        ip_range: "10.213.0.0/24",
+      },
+    });
+    assert.equal(bad.status, 422);
+    assert.match(bad.json.errors.ip_range[0], /overlaps 10\.213\.0\.0\/16/);
+    const ok = await h.call("POST", "/v1/databases", {
+      bearer: alice.bearer,
+      body: {
+        name: "range-own",
+        addon_provider_id: "postgresql-ng",
+        plan_id: "postgresql-dr-starter-4096",
+        ip_range: "10.50.0.0/24",
+      },
+    });
+    assert.equal(ok.status, 201, JSON.stringify(ok.json));
+    const hst = await host(h, true);
+    await instance(h, ok.json.database.id, hst.id, "gateway", 20002);
+    assert.equal((await endpoints(ok.json.database.id)).json.endpoints.length, 1);
+    const { rows } = await h.deps.db.query(
+      "SELECT ip_range::text FROM database_networks WHERE database_id = $1",
+      [ok.json.database.id],
+    );
+    assert.deepEqual(rows, [{ ip_range: "10.50.0.0/24" }]);
+  });
+
   it("answers 404 to others, like a database that does not exist", async () => {
     const id = await create("endpoint-private");
     const res = await endpoints(id, mallory);

@@ -13,6 +13,7 @@ import {
 } from "../../src/domain/ipv4.ts";
 import {
   checkDisable,
+  checkIpRangeFree,
   checkEnable,
   checkPublicNetwork,
   featureName,
@@ -163,6 +164,22 @@ describe("the public network", () => {
     assert.deepEqual(
       managedRanges("198.19.81.0/24", ["osc-fr1"]).map((r) => [r.id, r.name, r.cidrs]),
       [["mr-osc-fr1-egress", "Cellar osc-fr1 region", ["198.19.81.192/26"]]],
+    );
+  });
+
+  it("keeps a database's own range clear of the nodes' links and of the public side", () => {
+    checkIpRangeFree("10.240.0.0/25", "198.18.0.0/16");
+    assert.match(
+      messageOf(() => checkIpRangeFree("10.213.8.0/24", "198.18.0.0/16")),
+      /links to its nodes/,
+    );
+    assert.match(
+      messageOf(() => checkIpRangeFree("10.0.0.0/8", "198.18.0.0/16")),
+      /overlaps 10\.213\.0\.0\/16/,
+    );
+    assert.match(
+      messageOf(() => checkIpRangeFree("198.18.4.0/24", "198.18.0.0/16")),
+      /public side/,
     );
   });
 

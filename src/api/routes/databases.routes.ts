@@ -6,6 +6,7 @@ import type { Catalog } from "../../domain/catalog.ts";
 import { findPlan, findProvider } from "../../domain/catalog.ts";
 import { databaseApiStatusOf, validateProjectId } from "../../domain/database-views.ts";
 import { NotFoundError, ValidationError } from "../../domain/errors.ts";
+import { checkIpRangeFree } from "../../domain/network-rules.ts";
 import {
   assertCanProvision,
   resolvePlan,
@@ -111,6 +112,7 @@ export function databaseRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {
   app.post("/databases", auth, async (c) => {
     const body = await readJson(c);
     const req = parseCreate(body);
+    if (req.ipRange) checkIpRangeFree(req.ipRange, deps.config.publicNetwork);
     const fork = readForkRequest(((body.database ?? body) as Json).restore_from);
     // The creator becomes the owner, the only role that may provision Dedicated Resources.
     assertCanProvision("dedicated", "owner");
