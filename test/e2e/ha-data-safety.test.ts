@@ -1,0 +1,172 @@
+// The data-safety checker, short form: a client writes sequential rows through the gateway,
+// one autocommit insert each, while the leader is lost (Patroni and PostgreSQL killed) three
+// times. Afterwards every acknowledged row must be there. Business replicates asynchronously,
+// so its bound is the rows acknowledged in the last second before each loss (and any reply
+// in flight): the count lost is printed and checked against it.
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
+import {
+  currentLeader,
+  haNodes,
+  killPatroniAndPostgres,
+  lostAcks,
+  nodeDirOf,
+  SequentialWriter,
+  streamingTo,
+} from "../support/ha.ts";
+
+const HOSTS = [
+  { name: "e2e-hads-s1", pool: "shared" as const, az: "osc-fr1-a" },
+  { name: "e2e-hads-s2", pool: "shared" as const, az: "osc-fr1-a" },
+  { name: "e2e-hads-s3", pool: "shared" as const, az: "osc-fr1-b" },
+];
+const KILLS = 3;
+const WINDOW_MS = 1000;
+
+describe("Business PostgreSQL add-on: no acknowledged row lost beyond the asynchronous bound", () => {
+  let cl: Cluster;
+  let addonId = "";
+  let url = "";
+  let ca = "";
+
+  before(async () => {
+    cl = await startCluster({ subnet: 46, hosts: HOSTS });
+    assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "hads-app" } })).status, 201);
+    ca = await cl.regionCa();
+  });
+  after(async () => cl?.close());
+
+  const nodes = () => haNodes(cl.controller.deps.db, addonId);
+
+  /** What each Patroni said last: a failed wait is otherwise hard to read. */
+  const withLogs = async <T>(p: Promise<T>): Promise<T> =>
+    p.catch(async (err: Error) => {
+      for (const n of await nodes()) {
+        const log = await fs
+          .readFile(path.join(nodeDirOf(cl.dataDir, n), "patroni.log"), "utf8")
+          .catch(() => "");
+        console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-20).join("\n")}`);
+      }
+      throw err;
+    });
+
+  it("provisions a Business add-on with a streaming standby", async () => {
+    const res = await cl.api("POST", "/v1/apps/hads-app/addons", {
+      addon: { addon_provider_id: "postgresql", plan_id: "postgresql-business-512" },
+    });
+    assert.equal(res.status, 201);
+    addonId = res.json.addon.id;
+    await cl.waitFor(
+      "the add-on to run",
+      async () => {
+        const a = await cl.api("GET", `/v1/apps/hads-app/addons/${addonId}`);
+        return a.json.addon.status === "running" ? true : undefined;
+      },
+      180_000,
+    );
+    const vars = (await cl.api("GET", "/v1/apps/hads-app/variables")).json.variables;
+    url = vars.find((v: { name: string }) => v.name === "SCALINGO_POSTGRESQL_URL").value;
+    const client = await connectVerified(url, ca);
+    try {
+      await client.query("CREATE TABLE seq (n int PRIMARY KEY)");
+    } finally {
+      await client.end();
+    }
+    const all = await nodes();
+    assert.equal(all.length, 2);
+    await withLogs(
+      cl.waitFor("the standby to stream", async () => {
+        const leader = await currentLeader(all, ca);
+        const standby = all.find((n) => n.id !== leader?.id);
+        return leader && standby && (await streamingTo(leader, standby, ca)) ? true : undefined;
+      }),
+    );
+  });
+
+  it(`keeps every acknowledged row across ${KILLS} losses of the leader`, async () => {
+    const writer = new SequentialWriter({ url, ca, table: "seq", everyMs: 10 });
+    const windows: Array<{ from: number; to: number; acks: number }> = [];
+    writer.start();
+    try {
+      for (let round = 1; round <= KILLS; round++) {
+        const all = await nodes();
+        const leader = await cl.waitFor("a single leader", () =>
+          currentLeader(all, ca).then((l) => l ?? undefined),
+        );
+        const standby = all.find((n) => n.id !== leader.id)!;
+        // Writes must be flowing when the leader goes, or the round proves nothing.
+        const flowingFrom = performance.now();
+        await cl.waitFor("writes before the kill", () =>
+          Promise.resolve(writer.acksAfter(flowingFrom).length >= 20 ? true : undefined),
+        );
+        const killedAt = await killPatroniAndPostgres(cl.dataDir, leader);
+        const promoted = await withLogs(
+          cl.waitFor(
+            "the standby to be promoted",
+            async () => ((await currentLeader(all, ca))?.id === standby.id ? true : undefined),
+            60_000,
+          ),
+        ).then(() => performance.now());
+        await cl.waitFor(
+          "a write through the gateway after the failover",
+          () => Promise.resolve(writer.acksAfter(promoted).length > 0 ? true : undefined),
+          60_000,
+        );
+        const resumedAt = writer.acksAfter(promoted)[0]!.at;
+        // What an asynchronous standby may miss: the last second before the loss, plus any
+        // acknowledgement still in flight when the leader died.
+        const from = killedAt - WINDOW_MS;
+        const atRisk = writer.acks.filter((a) => a.at > from && a.at < promoted).length;
+        windows.push({ from, to: promoted, acks: atRisk });
+        await withLogs(
+          cl.waitFor(
+            "the old leader to stream from the new one",
+            async () => ((await streamingTo(standby, leader, ca)) ? true : undefined),
+            90_000,
+          ),
+        );
+        const streamingAt = performance.now();
+        await cl.waitFor(
+          "the store to show the old leader as a running follower",
+          async () => {
+            const old = (await nodes()).find((n) => n.id === leader.id);
+            return old?.role === "follower" && old.status === "running" ? true : undefined;
+          },
+          60_000,
+        );
+        const t = (v: number) => `${Math.round(v - killedAt)} ms`;
+        console.log(
+          `kill ${round}: ${leader.id} -> ${standby.id}; writes again after ${t(resumedAt)}, ` +
+            `old leader streaming after ${t(streamingAt)}, running follower in the store after ` +
+            `${t(performance.now())}; ${atRisk} acks in the window`,
+        );
+      }
+    } finally {
+      await writer.stop();
+    }
+    const lost = await lostAcks(url, ca, "seq", writer.acks);
+    const bound = windows.reduce((sum, w) => sum + w.acks, 0);
+    const where = (at: number) => {
+      const k = windows.findIndex((w) => at > w.from && at < w.to);
+      return k < 0
+        ? "outside every window"
+        : `acked ${Math.round(windows[k]!.from + WINDOW_MS - at)} ms before kill ${k + 1}`;
+    };
+    console.log(
+      `data safety: ${writer.acks.length} acknowledged rows, ${writer.failures} failed inserts, ` +
+        `${lost.length} acknowledged rows lost (bound ${bound})${lost.map((a) => `; row ${a.n} ${where(a.at)}`).join("")}`,
+    );
+    assert.ok(writer.acks.length > 100, `only ${writer.acks.length} rows acknowledged`);
+    assert.ok(lost.length <= bound, `${lost.length} acknowledged rows lost, more than the bound ${bound}`);
+    // And only from those windows: a row acknowledged while both nodes ran must never go.
+    const outside = lost.filter((a) => !windows.some((w) => a.at > w.from && a.at < w.to));
+    assert.deepEqual(
+      outside.map((a) => a.n),
+      [],
+      "acknowledged rows lost outside the second before a kill",
+    );
+  });
+});
