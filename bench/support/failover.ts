@@ -48,7 +48,7 @@ export async function waitHealthy(
       pair = { leader, standby };
       return true;
     },
-    100,
+    250,
   );
   return pair!;
 }
@@ -78,13 +78,16 @@ export async function createProbeTables(t: HaTarget): Promise<void> {
  * Polls the nodes' Patroni every `everyMs` and notes when any node other than `from` first
  * says it runs a primary: where Patroni's share of a failover ends and the gateway's begins.
  */
-function promotionWatch(t: HaTarget, nodes: HaNode[], from: HaNode, everyMs = 100) {
+function promotionWatch(t: HaTarget, nodes: HaNode[], from: HaNode, everyMs = 200) {
+  // Only the candidates are asked: every GET /patroni costs Patroni a query, and a busy
+  // Patroni is exactly what a switchover waits for.
+  const candidates = nodes.filter((n) => n.id !== from.id);
   let at: number | null = null;
   let running = true;
   const loop = (async () => {
     while (running && at === null) {
-      const states = await Promise.all(nodes.map((n) => patroniStatus(n, t.cellar.regionCa, 500)));
-      if (nodes.some((n, i) => n.id !== from.id && isPrimary(states[i] ?? null))) at = performance.now();
+      const states = await Promise.all(candidates.map((n) => patroniStatus(n, t.cellar.regionCa, 2000)));
+      if (states.some((s) => isPrimary(s))) at = performance.now();
       else await sleep(everyMs);
     }
   })();
@@ -197,7 +200,7 @@ export async function switchoverOnce(
       const gap = acks[i]!.at - acks[i - 1]!.at;
       if (gap > pauseMs) [pauseMs, lastOldMs] = [gap, acks[i - 1]!.at - t0];
     }
-    return { pauseMs, requestMs, promotedMs, lastOldMs, failedInserts: writer.failures };
+    return { pauseMs, requestMs, promotedMs, lastOldMs, failedInserts: writer.failures.length };
   } finally {
     await writer.stop();
   }

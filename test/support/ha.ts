@@ -152,7 +152,8 @@ export interface Ack {
  */
 export class SequentialWriter {
   readonly acks: Ack[] = [];
-  failures = 0;
+  /** performance.now() of each failed insert (or connect), when the failure was seen. */
+  readonly failures: number[] = [];
   lastError = "";
   private next = 1;
   private running = false;
@@ -177,6 +178,11 @@ export class SequentialWriter {
     return this.acks.filter((a) => a.at > t);
   }
 
+  /** The first failure seen after `t`, if any. */
+  failureAfter(t: number): number | undefined {
+    return this.failures.find((f) => f > t);
+  }
+
   private async run(): Promise<void> {
     while (this.running) {
       const started = performance.now();
@@ -193,7 +199,7 @@ export class SequentialWriter {
       await this.client.query(`INSERT INTO ${this.opts.table} (n) VALUES ($1)`, [n]);
       this.acks.push({ n, at: performance.now() });
     } catch (err) {
-      this.failures++;
+      this.failures.push(performance.now());
       this.lastError = (err as Error).message;
       await this.drop();
     }
