@@ -64,13 +64,24 @@ export async function waitFor(
 /** Live processes running `bin` with `arg` among their arguments (scan of /proc). */
 export async function findProcesses(bin: string, arg: string): Promise<number[]> {
   const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
-  const matches = await Promise.all(
-    pids.map(async (pid) => {
-      const cmdline = await processCommandLine(pid);
-      return cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid));
-    }),
-  );
+  const matches = await inBatches(pids, async (pid) => {
+    const cmdline = await processCommandLine(pid);
+    return cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid));
+  });
   return pids.filter((_, i) => matches[i]);
+}
+
+/**
+ * `check` on every item, PROC_BATCH at a time: a host with thousands of processes would
+ * otherwise open a file descriptor per process at once (EMFILE on a full host).
+ */
+const PROC_BATCH = 64;
+async function inBatches<T>(items: T[], check: (item: T) => Promise<boolean>): Promise<boolean[]> {
+  const out: boolean[] = [];
+  for (let i = 0; i < items.length; i += PROC_BATCH) {
+    out.push(...(await Promise.all(items.slice(i, i + PROC_BATCH).map(check))));
+  }
+  return out;
 }
 
 /**
@@ -80,15 +91,13 @@ export async function findProcesses(bin: string, arg: string): Promise<number[]>
 export async function findProcessesUsing(dir: string): Promise<number[]> {
   const inside = (p: string) => p === dir || p.startsWith(dir + "/");
   const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
-  const matches = await Promise.all(
-    pids.map(async (pid) => {
-      if (pid === process.pid) return false;
-      const cmdline = await processCommandLine(pid);
-      const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(() => "");
-      const uses = (cmdline?.some(inside) ?? false) || inside(cwd);
-      return uses && (await isProcessAlive(pid));
-    }),
-  );
+  const matches = await inBatches(pids, async (pid) => {
+    if (pid === process.pid) return false;
+    const cmdline = await processCommandLine(pid);
+    const cwd = await fs.readlink(`/proc/${pid}/cwd`).catch(() => "");
+    const uses = (cmdline?.some(inside) ?? false) || inside(cwd);
+    return uses && (await isProcessAlive(pid));
+  });
   return pids.filter((_, i) => matches[i]);
 }
 
