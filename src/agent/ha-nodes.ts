@@ -8,7 +8,7 @@ import { EtcdClient } from "../engines/etcd/etcd-client.ts";
 import type { PostgresInstance } from "../engines/postgresql/instance.ts";
 import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
 import { PatroniNode, type PatroniState } from "../engines/postgresql/patroni-node.ts";
-import { waitFor } from "../engines/postgresql/process-watch.ts";
+import { findProcessesUsing, signalProcess, waitFor } from "../engines/postgresql/process-watch.ts";
 import type { Logger } from "../log.ts";
 import type { NodeSpec } from "../reconciler/instance-spec.ts";
 import type { Observation } from "./driver.ts";
@@ -162,6 +162,9 @@ export class HaNodes {
     this.log?.warn("patroni died: fencing the node and handing its leader key back", { inst: id });
     // A primary without its Patroni would keep taking writes nobody can fail over.
     await entry.patroni.pg.stop("immediate").catch(() => undefined);
+    // A postmaster killed outright leaves its backends for a moment, and they can still
+    // commit and acknowledge: kill them too (found by their working directory, the data dir).
+    for (const pid of await findProcessesUsing(entry.patroni.pg.dataDir)) signalProcess(pid, "SIGKILL");
     const { ha } = entry;
     if (!ha.releaseLeaderOnLoss) return this.onLost?.();
     const client = new EtcdClient({
