@@ -8,8 +8,9 @@
 //   false failovers: pgbench through the gateway of the Cellar-timing add-on, leader changes
 //               counted by polling every node's Patroni (and by timelines)
 // Rounds alternate which side goes first, so load drift hits both alike.
-// Usage: npx tsx bench/failover.ts [--rounds=10] [--duration=300] [--clients=4] [--logs=DIR]
+// Usage: npx tsx bench/failover.ts [--rounds=10] [--duration=300] [--clients=4] [--logs=DIR] [--phases]
 //   --logs=DIR keeps every node's Patroni and PostgreSQL logs there (the run's dirs are removed)
+//   --phases   also polls the candidate's Patroni to time its promotion (adds CPU in its sandbox)
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -19,6 +20,7 @@ import {
   createProbeTables,
   failoverOnce,
   keepLogs,
+  nodesCpu,
   nodesOf,
   switchoverOnce,
   waitHealthy,
@@ -44,6 +46,7 @@ const ROUNDS = intFlag(flags, "rounds", 10);
 const PGBENCH_SECONDS = intFlag(flags, "duration", 300);
 const PGBENCH_CLIENTS = intFlag(flags, "clients", 4);
 const LOGS_DIR = flags.get("logs");
+const PHASES = flags.has("phases");
 const PLAN = "postgresql-business-512";
 const PGBENCH = "/usr/lib/postgresql/15/bin/pgbench";
 // Loopback ranges of this benchmark only (cellar up 127.20/21, tests 127.4x-8x, benches 91-93).
@@ -120,6 +123,21 @@ async function startSide(
   return target;
 }
 
+/** Runs `fn`, and says how much CPU the nodes' sandboxes used meanwhile and how long they were throttled. */
+async function withCpu<T>(t: HaTarget, fn: () => Promise<T>): Promise<[T, string]> {
+  const before = await nodesCpu(t);
+  const started = performance.now();
+  const result = await fn();
+  const after = await nodesCpu(t);
+  const wall = (performance.now() - started) / 1000;
+  const used = after.cpuSeconds - before.cpuSeconds;
+  const throttled = after.throttledSeconds - before.throttledSeconds;
+  return [
+    result,
+    `nodes used ${used.toFixed(1)} CPU-s in ${wall.toFixed(1)} s, throttled ${throttled.toFixed(1)} s`,
+  ];
+}
+
 function summary(name: string, values: number[]): string {
   const f = (v: number) => ms(v).padStart(9);
   return `${name.padEnd(34)} p50 ${f(percentile(values, 50))}   p95 ${f(percentile(values, 95))}   mean ${f(mean(values))}   min ${f(Math.min(...values))}   max ${f(Math.max(...values))}`;
@@ -179,19 +197,23 @@ async function main(): Promise<void> {
     const ordered = (i: number) => (i % 2 === 0 ? sides : [...sides].reverse());
     for (let i = 1; i <= ROUNDS; i++) {
       for (const t of ordered(i)) {
-        const r = await failoverOnce(t, { everyMs: 50, timeoutMs: STEP_TIMEOUT_MS });
+        const [r, cpu] = await withCpu(t, () =>
+          failoverOnce(t, { everyMs: 50, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES }),
+        );
         failovers.get(t.label)!.push(r);
         console.log(
-          `failover ${String(i).padStart(2)} ${t.label.padEnd(16)}: standby primary ${ms(r.promotedMs).padStart(8)}, first write ${ms(r.writeMs).padStart(8)}, healthy again ${ms(r.healthyMs).padStart(8)}, ${r.moved ? "standby took over" : "killed node leads again"} (${uptime()})`,
+          `failover ${String(i).padStart(2)} ${t.label.padEnd(16)}: ${PHASES ? `standby primary ${ms(r.promotedMs).padStart(8)}, ` : ""}first write ${ms(r.writeMs).padStart(8)}, healthy again ${ms(r.healthyMs).padStart(8)}, ${r.moved ? "standby took over" : "killed node leads again"}; ${cpu} (${uptime()})`,
         );
       }
     }
     for (let i = 1; i <= ROUNDS; i++) {
       for (const t of ordered(i)) {
-        const r = await switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS });
+        const [r, cpu] = await withCpu(t, () =>
+          switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES }),
+        );
         switchovers.get(t.label)!.push(r);
         console.log(
-          `switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: write pause ${ms(r.pauseMs).padStart(8)} (last write on the old leader at +${ms(r.lastOldMs)}, candidate primary at +${ms(r.promotedMs)}), request ${ms(r.requestMs).padStart(8)}, ${r.failedInserts} failed inserts`,
+          `switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: write pause ${ms(r.pauseMs).padStart(8)} (last write on the old leader at +${ms(r.lastOldMs)}${PHASES ? `, candidate primary at +${ms(r.promotedMs)}` : ""}), request ${ms(r.requestMs).padStart(8)}, ${r.failedInserts} failed inserts; ${cpu}`,
         );
       }
     }
@@ -199,12 +221,13 @@ async function main(): Promise<void> {
     await waitHealthy(cellarSide, STEP_TIMEOUT_MS);
     console.log(`pgbench on ${cellarSide.label} for ${PGBENCH_SECONDS} s (${uptime()})`);
     const watcher = watchLeader(cellarSide, await nodesOf(cellarSide));
+    let cpu = "";
     try {
-      bench = await pgbench(cellarSide, PGBENCH_SECONDS, PGBENCH_CLIENTS);
+      [bench, cpu] = await withCpu(cellarSide, () => pgbench(cellarSide, PGBENCH_SECONDS, PGBENCH_CLIENTS));
     } finally {
       watch = await watcher.stop();
     }
-    console.log(`pgbench done (${uptime()})`);
+    console.log(`pgbench done; ${cpu} (${uptime()})`);
     if (LOGS_DIR) for (const t of sides) await keepLogs(t, LOGS_DIR);
   } finally {
     const l = load.stop();

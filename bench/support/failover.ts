@@ -4,6 +4,9 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { REST_USER } from "../../src/engines/postgresql/patroni-config.ts";
+import { createIsolationRuntime } from "../../src/runtime/factory.ts";
+import { sandboxNameFor } from "../../src/runtime/limits.ts";
+import { probeIsolation } from "../../src/runtime/probe.ts";
 import {
   connectOnce,
   currentLeader,
@@ -77,6 +80,8 @@ export async function createProbeTables(t: HaTarget): Promise<void> {
 /**
  * Polls the nodes' Patroni every `everyMs` and notes when any node other than `from` first
  * says it runs a primary: where Patroni's share of a failover ends and the gateway's begins.
+ * Opt-in (--phases): each answer costs CPU inside the node's sandbox, which Patroni shares
+ * with PostgreSQL under the plan's quota, so watching slows what is watched.
  */
 function promotionWatch(t: HaTarget, nodes: HaNode[], from: HaNode, everyMs = 200) {
   // Only the candidates are asked: every GET /patroni costs Patroni a query, and a busy
@@ -117,10 +122,10 @@ export interface FailoverRun {
  */
 export async function failoverOnce(
   t: HaTarget,
-  opts: { everyMs: number; timeoutMs: number },
+  opts: { everyMs: number; timeoutMs: number; phases: boolean },
 ): Promise<FailoverRun> {
   const { leader } = await waitHealthy(t, opts.timeoutMs);
-  const promotion = promotionWatch(t, await nodesOf(t), leader);
+  const promotion = opts.phases ? promotionWatch(t, await nodesOf(t), leader) : null;
   const killedAt = await killPatroniAndPostgres(t.cellar.dataDir, leader);
   let writeMs = NaN;
   for (;;) {
@@ -137,7 +142,7 @@ export async function failoverOnce(
   }
   const after = await waitHealthy(t, opts.timeoutMs);
   const healthyMs = performance.now() - killedAt;
-  const promotedMs = ((await promotion.stop()) ?? NaN) - killedAt;
+  const promotedMs = ((await promotion?.stop()) ?? NaN) - killedAt;
   return { writeMs, healthyMs, promotedMs, moved: after.leader.id !== leader.id };
 }
 
@@ -156,7 +161,7 @@ export interface SwitchoverRun {
 /** A planned switchover through Patroni's REST API, with a writer running throughout. */
 export async function switchoverOnce(
   t: HaTarget,
-  opts: { writeEveryMs: number; timeoutMs: number },
+  opts: { writeEveryMs: number; timeoutMs: number; phases: boolean },
 ): Promise<SwitchoverRun> {
   const { leader, standby } = await waitHealthy(t, opts.timeoutMs);
   const { rows } = await t.cellar.controller.deps.db.query<{ rest_password: string }>(
@@ -178,7 +183,7 @@ export async function switchoverOnce(
     await waitUntil(`${t.label}: writes before the switchover`, opts.timeoutMs, () =>
       Promise.resolve(writer.acksAfter(warm).length >= 25),
     );
-    const promotion = promotionWatch(t, [leader, standby], leader);
+    const promotion = opts.phases ? promotionWatch(t, [leader, standby], leader) : null;
     const t0 = performance.now();
     const res = await switchover(leader, standby, t.cellar.regionCa, auth);
     const requestMs = performance.now() - t0;
@@ -192,7 +197,7 @@ export async function switchoverOnce(
       ),
     );
     await writer.stop();
-    const promotedMs = ((await promotion.stop()) ?? NaN) - t0;
+    const promotedMs = ((await promotion?.stop()) ?? NaN) - t0;
     const acks = writer.acks.filter((a) => a.at > warm);
     let pauseMs = 0;
     let lastOldMs = NaN;
@@ -220,7 +225,7 @@ async function resetSeq(t: HaTarget): Promise<void> {
  * Polls every node's Patroni; counts changes of the leading node and the timelines seen (a
  * promotion always starts a new timeline, so even a change between two polls shows).
  */
-export function watchLeader(t: HaTarget, nodes: HaNode[], everyMs = 500) {
+export function watchLeader(t: HaTarget, nodes: HaNode[], everyMs = 1000) {
   let leaderId: string | null = null;
   let changes = 0;
   let polls = 0;
@@ -259,4 +264,23 @@ export async function keepLogs(t: HaTarget, dir: string): Promise<void> {
     await fs.cp(path.join(from, "patroni.log"), path.join(to, "patroni.log")).catch(() => undefined);
     await fs.cp(path.join(from, "log"), path.join(to, "pg-log"), { recursive: true }).catch(() => undefined);
   }
+}
+
+let isolation: ReturnType<typeof probeIsolation> | null = null;
+
+/**
+ * CPU seconds used and spent throttled so far by the nodes' sandboxes (Patroni runs in its
+ * node's sandbox, under the plan's CPU quota): compare two readings around a phase.
+ */
+export async function nodesCpu(t: HaTarget): Promise<{ cpuSeconds: number; throttledSeconds: number }> {
+  const probe = await (isolation ??= probeIsolation());
+  let cpuSeconds = 0;
+  let throttledSeconds = 0;
+  for (const n of await nodesOf(t)) {
+    const runtime = await createIsolationRuntime(probe, { parent: `cellar-${n.host}` });
+    const u = await runtime.usage(sandboxNameFor(n.id)).catch(() => null);
+    cpuSeconds += u?.cpuSeconds ?? 0;
+    throttledSeconds += u?.cpuThrottledSeconds ?? 0;
+  }
+  return { cpuSeconds, throttledSeconds };
 }
