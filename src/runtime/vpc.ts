@@ -290,7 +290,10 @@ export async function removeVpcIfUnused(databaseId: string, publicNetwork: strin
   await lock(ns, async () => {
     const use = await vpcUse(databaseId);
     if (!use.exists || use.pids.length > 0 || use.ports.length > 0) return;
-    // The uplink pair goes with the namespace.
+    // The namespace's links go with it, but only once the kernel's deferred cleanup runs: the
+    // uplink pair is deleted first, so the public bridge is free the moment this returns.
+    const { hostIf } = vpcNames(databaseId);
+    if ((await links(null, hostIf)).length > 0) await ip(["link", "delete", hostIf]);
     await ip(["netns", "delete", ns]);
     removed = true;
   });

@@ -47,7 +47,7 @@ export const SSL_REQUEST = "0000000804d2162f";
 export const PLAIN_STARTUP = "0000000800030000";
 
 export class NetLab {
-  private readonly made: string[] = [];
+  private readonly made: { ns: string; hostIf: string }[] = [];
   private readonly prefix: number;
 
   constructor(readonly publicNetwork: string) {
@@ -59,7 +59,7 @@ export class NetLab {
     const h = createHash("sha256").update(`${name}:${process.pid}`).digest("hex");
     const ns = `ct-${h.slice(0, 12)}`;
     const hostIf = `vc${h.slice(0, 10)}`;
-    this.made.push(ns);
+    this.made.push({ ns, hostIf });
     await ip(["netns", "add", ns]);
     await ip(["-n", ns, "link", "set", "lo", "up"]);
     await ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
@@ -102,9 +102,11 @@ export class NetLab {
   }
 
   async close(): Promise<void> {
-    for (const ns of this.made.splice(0)) {
+    for (const { ns, hostIf } of this.made.splice(0)) {
       for (const pid of await netnsPids(ns)) process.kill(pid, "SIGKILL");
-      // The host end of the client's veth goes with the namespace.
+      // Deleting the namespace frees its veth only when the kernel's deferred cleanup runs, so
+      // the pair is deleted first: the bridge has no port left when close() returns.
+      await ip(["link", "delete", hostIf]).catch(() => "");
       if (await netnsExists(ns)) await ip(["netns", "delete", ns]).catch(() => "");
     }
   }
