@@ -210,7 +210,7 @@ async function main(): Promise<void> {
         );
         failovers.get(t.label)!.push(r);
         console.log(
-          `failover ${String(i).padStart(2)} ${t.label.padEnd(16)}: ${PHASES ? `standby primary ${ms(r.promotedMs).padStart(8)}, ` : ""}first write ${ms(r.writeMs).padStart(8)}, healthy again ${ms(r.healthyMs).padStart(8)}, ${r.moved ? "standby took over" : "killed node leads again"}; ${cpu} (${uptime()})`,
+          `failover ${String(i).padStart(2)} ${t.label.padEnd(16)}: killed at ${r.killedAt}, ${PHASES ? `standby primary ${ms(r.promotedMs).padStart(8)}, ` : ""}first write ${ms(r.writeMs).padStart(8)}, healthy again ${ms(r.healthyMs).padStart(8)}, ${r.moved ? "standby took over" : "killed node leads again"}; ${cpu} (${uptime()})`,
         );
       }
     }
@@ -221,7 +221,7 @@ async function main(): Promise<void> {
         );
         switchovers.get(t.label)!.push(r);
         console.log(
-          `switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: write pause ${ms(r.pauseMs).padStart(8)} (last write on the old leader at +${ms(r.lastOldMs)}${PHASES ? `, candidate primary at +${ms(r.promotedMs)}` : ""}), request ${ms(r.requestMs).padStart(8)}, ${r.failedInserts} failed inserts; ${cpu}`,
+          `switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: POST at ${r.postedAt}, write pause ${ms(r.pauseMs).padStart(8)} (last write on the old leader at +${ms(r.lastOldMs)}${PHASES ? `, candidate primary at +${ms(r.promotedMs)}` : ""}), request ${ms(r.requestMs).padStart(8)}, ${r.failedInserts} failed inserts; ${cpu}`,
         );
       }
     }

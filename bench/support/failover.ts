@@ -31,6 +31,8 @@ export interface HaTarget {
 }
 
 const sleep = (msec: number) => new Promise((r) => setTimeout(r, msec));
+/** A performance.now() reading as the UTC time of day the nodes' logs use (11:14:56.539). */
+const wallClock = (at: number): string => new Date(performance.timeOrigin + at).toISOString().slice(11, 23);
 
 export const nodesOf = (t: HaTarget): Promise<HaNode[]> => haNodes(t.cellar.controller.deps.db, t.databaseId);
 
@@ -114,6 +116,8 @@ export interface FailoverRun {
   promotedMs: number;
   /** Whether the standby took over (false: the killed node came back as the leader). */
   moved: boolean;
+  /** Wall-clock time of the kill (UTC), to find the round in the nodes' logs. */
+  killedAt: string;
 }
 
 /**
@@ -143,7 +147,13 @@ export async function failoverOnce(
   const after = await waitHealthy(t, opts.timeoutMs);
   const healthyMs = performance.now() - killedAt;
   const promotedMs = ((await promotion?.stop()) ?? NaN) - killedAt;
-  return { writeMs, healthyMs, promotedMs, moved: after.leader.id !== leader.id };
+  return {
+    writeMs,
+    healthyMs,
+    promotedMs,
+    moved: after.leader.id !== leader.id,
+    killedAt: wallClock(killedAt),
+  };
 }
 
 export interface SwitchoverRun {
@@ -156,6 +166,8 @@ export interface SwitchoverRun {
   /** POST /switchover -> the last acknowledged insert on the old leader. */
   lastOldMs: number;
   failedInserts: number;
+  /** Wall-clock time of the POST (UTC), to find the round in the nodes' logs. */
+  postedAt: string;
 }
 
 /** A planned switchover through Patroni's REST API, with a writer running throughout. */
@@ -205,7 +217,14 @@ export async function switchoverOnce(
       const gap = acks[i]!.at - acks[i - 1]!.at;
       if (gap > pauseMs) [pauseMs, lastOldMs] = [gap, acks[i - 1]!.at - t0];
     }
-    return { pauseMs, requestMs, promotedMs, lastOldMs, failedInserts: writer.failures.length };
+    return {
+      pauseMs,
+      requestMs,
+      promotedMs,
+      lastOldMs,
+      failedInserts: writer.failures.length,
+      postedAt: wallClock(t0),
+    };
   } finally {
     await writer.stop();
   }
