@@ -11,6 +11,7 @@ import { hostRoutes } from "./routes/hosts.routes.ts";
 import { catalogRoutes, regionsJson } from "./routes/catalog.routes.ts";
 import { collaboratorRoutes } from "./routes/collaborators.routes.ts";
 import { backupRoutes } from "./routes/backups.routes.ts";
+import { logicalBackupRoutes } from "./routes/logical-backups.routes.ts";
 import { databaseApiRoutes } from "./routes/database-api.routes.ts";
 import { databaseLogRoutes } from "./routes/database-logs.routes.ts";
 import { databaseUserRoutes } from "./routes/database-users.routes.ts";
@@ -57,6 +58,7 @@ export function createApp(deps: Deps): Hono<Env> {
     api.route("/", featureRoutes(deps, limiter));
     api.route("/", firewallRuleRoutes(deps, limiter));
     api.route("/", backupRoutes(deps, limiter));
+    api.route("/", logicalBackupRoutes(deps, limiter));
     scoped.route("/v1", v1);
     scoped.route("/api", api);
     return scoped;

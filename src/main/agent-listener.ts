@@ -7,6 +7,7 @@ import type { Config } from "../config.ts";
 import type { Deps } from "../api/deps.ts";
 import { handleError } from "../api/errors.ts";
 import { agentRoutes } from "../api/routes/agent.routes.ts";
+import { logicalBackupAgentRoutes } from "../api/routes/logical-backups-agent.routes.ts";
 import { INTERNAL_CA } from "../engines/tls/pki.ts";
 import { markSilentHostsUnreachable } from "../store/hosts.store.ts";
 import { enqueueReconcile } from "../store/reconcile-queue.store.ts";
@@ -24,6 +25,7 @@ export async function listenForAgents(deps: Deps, joinToken: string): Promise<Se
   const app = new Hono();
   app.onError((err, c) => handleError(err, c, deps.log));
   app.route("/agent/v1", agentRoutes(deps, joinToken));
+  app.route("/agent/v1", logicalBackupAgentRoutes(deps));
   return new Promise<ServerType>((resolve, reject) => {
     const s = serve(
       {

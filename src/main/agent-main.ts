@@ -5,6 +5,7 @@ import path from "node:path";
 import { isRoot } from "../engines/postgresql/local-cluster.ts";
 import os from "node:os";
 import { Agent } from "../agent/agent.ts";
+import { LogicalBackupWorker } from "../agent/logical-backups.ts";
 import { ControllerClient } from "../agent/controller-client.ts";
 import { PostgresDriver } from "../agent/postgres.driver.ts";
 import type { Logger } from "../log.ts";
@@ -60,6 +61,7 @@ export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<
     (err) => err && log.warn("no template data dir on this host: new nodes use initdb", { err: err.message }),
     (err: Error) => log.warn("cannot prepare the host layout", { err: err.message }),
   );
+  const controller = new ControllerClient({ url: opts.controllerUrl, ca });
   const agent = new Agent({
     name: opts.name,
     region: opts.region,
@@ -69,14 +71,22 @@ export async function runAgent(opts: AgentCommandOptions, log: Logger): Promise<
     capacity: { vcpu: opts.vcpu, ramMb: opts.ramMb, diskGb: opts.diskGb },
     isolation: { runtime: runtime.kind, summary: lines },
     stateDir: opts.stateDir,
-    controller: new ControllerClient({ url: opts.controllerUrl, ca }),
+    controller,
     joinToken,
     driver,
     log: log.child({ host: opts.name }),
   });
   await agent.start();
+  // Dumps of this host's nodes, through the socket directory the driver gives each node.
+  const logicalBackups = new LogicalBackupWorker({
+    controller,
+    socketDirOf: (id) => path.join(runDir, id.replace(/^inst-/, "")),
+    log: log.child({ host: opts.name }),
+  });
+  logicalBackups.start();
   return {
     async stop() {
+      await logicalBackups.stop();
       await agent.stop();
       await driver.stopAll();
     },

@@ -10,6 +10,7 @@ import { parseCatalog, type Catalog } from "../domain/catalog.ts";
 import type { Logger } from "../log.ts";
 import { reconcileDatabase } from "../reconciler/database.reconciler.ts";
 import { startReconcileLoop, type ReconcileLoop } from "../reconciler/loop.ts";
+import { startLogicalBackupScheduler } from "../reconciler/logical-backup.scheduler.ts";
 import { openStore, type Store } from "../store/open.ts";
 import { loadPki } from "../engines/tls/pki.ts";
 import { agentUrlOf, listenForAgents, startHostSweep } from "./agent-listener.ts";
@@ -128,6 +129,7 @@ export async function startController(
       agentServer = await listenForAgents(deps, joinToken);
     }
     const sweep = startHostSweep(deps);
+    const logicalBackups = startLogicalBackupScheduler(deps);
     const activeStore = store;
     return {
       url: config.publicUrl,
@@ -136,6 +138,7 @@ export async function startController(
       agentUrl: agentUrlOf(config),
       async stop() {
         sweep.stop();
+        await logicalBackups.stop();
         deps.hostSignals.close();
         await loop.stop();
         await closeServer(agentServer);

@@ -1,7 +1,7 @@
 // Database API (reference §4.3), served under /api: the database object of an add-on.
 // Callers present either the add-on token of that database (POST .../addons/:id/token) or a
 // user session whose role on the database allows managing it.
-import { Hono, type MiddlewareHandler } from "hono";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
 import type { Catalog } from "../../domain/catalog.ts";
 import { findPlan } from "../../domain/catalog.ts";
 import { DEFAULT_MAINTENANCE_WINDOW, databaseApiStatusOf } from "../../domain/database-views.ts";
@@ -19,6 +19,7 @@ import { findLiveDatabase, type Database } from "../../store/databases.store.ts"
 import { currentOperation } from "../../store/operations.store.ts";
 import { featureViews, type FeatureView } from "../../store/network.store.ts";
 import { publicEndpointOf } from "../../reconciler/network-spec.ts";
+import { periodicBackupFields } from "../logical-backup-views.ts";
 import type { RateLimiter } from "../auth.ts";
 import { requireAuth } from "../auth.ts";
 import type { Deps, Env } from "../deps.ts";
@@ -57,9 +58,13 @@ async function liveApp(deps: Deps, id: string): Promise<App | null> {
  * same 404 as for a database that does not exist. The token's user must still hold a role
  * that may manage the database: removing a collaborator ends their add-on tokens too.
  */
-export function requireDatabaseAccess(deps: Deps): MiddlewareHandler<DbEnv> {
+export function requireDatabaseAccess(
+  deps: Deps,
+  /** Where the database id comes from when the path names something of it (a backup). */
+  idOf?: (c: Context<DbEnv>) => Promise<string>,
+): MiddlewareHandler<DbEnv> {
   return async (c, next) => {
-    const id = c.req.param("id") ?? "";
+    const id = idOf ? await idOf(c) : (c.req.param("id") ?? "");
     const claims = c.get("claims");
     const db = await findLiveDatabase(deps.db, id);
     if (!db || db.region !== c.get("region") || (claims.db !== undefined && claims.db !== id)) {
@@ -143,6 +148,7 @@ export function databaseApiRoutes(deps: Deps, limiter: RateLimiter): Hono<DbEnv>
     const instances = await instanceFactsOfDatabase(deps.db, db.id);
     const json = databaseApiJson(db, c.get("appName"), op?.id ?? null, deps.catalog, instances);
     json.features = await featureViews(deps.db, db);
+    Object.assign(json, await periodicBackupFields(deps.db, db));
     // A Dedicated database is reached at its own public endpoint, not at a host's address.
     const endpoint = db.model === "dedicated" ? await publicEndpointOf(deps.db, deps.config, db) : null;
     if (endpoint) json.hostname = `${endpoint.address}:${endpoint.port}`;
