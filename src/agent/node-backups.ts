@@ -8,7 +8,12 @@ import path from "node:path";
 import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
 import type { PostgresInstance } from "../engines/postgresql/instance.ts";
 import { readArchiveStatus, type ArchiveStatus } from "../engines/postgresql/backup/archive-status.ts";
-import { backupReportOf, fullBackupDue, type StanzaInfo } from "../engines/postgresql/backup/backup-info.ts";
+import {
+  backupReportOf,
+  fullBackupDue,
+  VERIFY_ANNOTATIONS,
+  type StanzaInfo,
+} from "../engines/postgresql/backup/backup-info.ts";
 import { ensureRepository, PgBackRest, PgBackRestError } from "../engines/postgresql/backup/pgbackrest.ts";
 import {
   archiveSettings,
@@ -18,6 +23,8 @@ import {
 } from "../engines/postgresql/backup/pgbackrest-config.ts";
 import { InPlaceRestore } from "../engines/postgresql/backup/restore.ts";
 import { SeedFromBackup } from "../engines/postgresql/backup/seed.ts";
+import type { VerifyOutcome } from "../engines/postgresql/backup/verify.ts";
+import { BackupVerifications, type VerificationScratch } from "./backup-verifications.ts";
 import type {
   BackupReport,
   NodeBackupSpec,
@@ -52,14 +59,22 @@ export interface NodeBackupsOptions {
   now?: () => Date;
   /** Full backups at once on this host (each reads a whole data dir). */
   maxConcurrentBackups?: number;
+  /** Where backups are verified: a sandbox and socket root of the host (backup-verifications.ts). */
+  scratch?: () => VerificationScratch;
 }
 
 export class NodeBackups {
   private readonly nodes = new Map<string, Tracked>();
   private readonly slots: Slots;
+  private readonly verifications: BackupVerifications;
 
   constructor(private readonly opts: NodeBackupsOptions) {
     this.slots = new Slots(opts.maxConcurrentBackups ?? 1);
+    this.verifications = new BackupVerifications({
+      dirOf: (id) => opts.dirOf(id),
+      ...(opts.scratch ? { scratch: opts.scratch } : {}),
+      ...(opts.now ? { now: opts.now } : {}),
+    });
   }
 
   private now(): Date {
@@ -203,7 +218,31 @@ export class NodeBackups {
     if (!spec) return undefined;
     const t = this.track(id, spec, node);
     if (running && !t.job && !t.restoring && this.now().getTime() >= t.nextAt) this.startCheck(t);
+    // Between checks: a backup running would hold the stanza's lock the verdict is written under.
+    if (running && !t.job && !t.restoring && t.info) this.verifyNext(t);
     return t.report ? { ...t.report, restore: t.restore, failure: t.failure } : undefined;
+  }
+
+  /** Verifies the node's next unverified full backup (one at a time per host). */
+  private verifyNext(t: Tracked): void {
+    this.verifications.consider({
+      id: t.id,
+      configFile: this.paths(t.id).configFile,
+      stanza: t.spec.stanza,
+      backups: t.info?.backups ?? [],
+      timeline: t.report?.timeline ?? null,
+      onDone: (label, outcome) => this.verified(t, label, outcome),
+    });
+  }
+
+  /** The verdict is in the repository: the known backup list says so too, until the next info. */
+  private verified(t: Tracked, label: string, outcome: VerifyOutcome): void {
+    const set = t.info?.backups.find((b) => b.label === label);
+    if (!set) return;
+    set.annotations[VERIFY_ANNOTATIONS.status] = outcome.status;
+    set.annotations[VERIFY_ANNOTATIONS.at] = outcome.at;
+    set.annotations[VERIFY_ANNOTATIONS.detail] = outcome.detail;
+    if (t.report) t.report = { ...t.report, backups: t.info!.backups.map(backupReportOf) };
   }
 
   private startCheck(t: Tracked): void {
@@ -298,6 +337,7 @@ export class NodeBackups {
 
   /** The node is gone from this host: its background work stops (the repository stays). */
   async forget(id: string): Promise<void> {
+    await this.verifications.forget(id);
     const t = this.nodes.get(id);
     if (!t) return;
     await this.cancel(t);
@@ -307,6 +347,7 @@ export class NodeBackups {
   /** Agent shutdown: running pgBackRest commands are stopped (the next agent resumes). */
   async stop(): Promise<void> {
     await Promise.all([...this.nodes.values()].map((t) => this.cancel(t)));
+    await this.verifications.stop();
   }
 }
 

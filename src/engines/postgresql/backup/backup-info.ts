@@ -1,7 +1,7 @@
 // What a stanza holds, read from `pgbackrest info --output=json`, and the decisions taken
 // from it: which backup a restore starts from, when a new full backup is due, and the
 // recovery window. Pure.
-import type { BaseBackupReport } from "./types.ts";
+import type { BaseBackupReport, VerificationReport } from "./types.ts";
 
 export interface BackupSet {
   label: string;
@@ -150,5 +150,34 @@ export function backupReportOf(b: BackupSet): BaseBackupReport {
     size: b.size,
     repo_size: b.repoSize,
     reason: b.annotations["cellar-reason"] ?? null,
+    verification: verificationOf(b),
   };
+}
+
+/** Annotations holding a backup's verification: in the repository, which outlives any agent. */
+export const VERIFY_ANNOTATIONS = {
+  status: "cellar-verify",
+  at: "cellar-verify-at",
+  detail: "cellar-verify-detail",
+} as const;
+
+export function verificationOf(b: BackupSet): VerificationReport {
+  const status = b.annotations[VERIFY_ANNOTATIONS.status];
+  if (status !== "verified" && status !== "failed") return { status: "pending", at: null, detail: null };
+  return {
+    status,
+    at: b.annotations[VERIFY_ANNOTATIONS.at] ?? null,
+    detail: b.annotations[VERIFY_ANNOTATIONS.detail] ?? null,
+  };
+}
+
+/**
+ * The next backup to verify: the newest full backup of the current timeline not verified
+ * yet (restores only ever start from those). Older timelines are never restored from again.
+ */
+export function backupToVerify(backups: BackupSet[], timeline: number | null): BackupSet | null {
+  const todo = backups.filter(
+    (b) => b.type === "full" && b.timeline === timeline && verificationOf(b).status === "pending",
+  );
+  return todo.at(-1) ?? null;
 }

@@ -87,7 +87,9 @@ export function archiveSettings(spec: NodeBackupSpec, paths: NodeBackupPaths): A
  * restore_command of a restored data dir. pgBackRest would name the directory it restored
  * into, which is renamed into place afterwards: this one names the node's own config.
  */
-export function restoreCommand(configFile: string, stanza: string): string {
-  const words = ["pgbackrest", ...pgBackRestArgs(configFile, stanza), "archive-get", "%f"];
+export function restoreCommand(configFile: string, stanza: string, pg1Path?: string): string {
+  // archive-get refuses a server whose data dir is not the config's pg1-path (a scratch copy).
+  const dir = pg1Path ? [`--pg1-path=${pg1Path}`] : [];
+  const words = ["pgbackrest", ...pgBackRestArgs(configFile, stanza), ...dir, "archive-get", "%f"];
   return `${words.map(shellWord).join(" ")} "%p"`;
 }

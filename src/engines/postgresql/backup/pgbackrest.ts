@@ -48,34 +48,50 @@ export interface RestoreRequest {
 
 const MINUTE = 60_000;
 
+/** setpriv options that run the rest of its command line as `owner`. */
+export function dropTo(owner: { uid: number; gid: number }): string[] {
+  return [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, "--clear-groups"];
+}
+
 /** A time as PostgreSQL reads recovery_target_time: "2026-01-31 12:00:00.123+00". */
 export function pgTimestamp(t: Date): string {
   return t.toISOString().replace("T", " ").replace("Z", "+00");
 }
+
+/** Puts a command's argv inside a sandbox (runtime/spawn.ts wrapCommand); it runs as root. */
+export type WrapArgv = (argv: string[]) => string[];
 
 export class PgBackRest {
   constructor(
     readonly configFile: string,
     readonly stanza: string,
     private readonly bin = "pgbackrest",
+    /** Runs every command inside this wrapper (privileges dropped inside it). */
+    private readonly wrap?: WrapArgv,
   ) {}
 
   /** Runs one command; stdout on success. */
   run(command: string, extra: string[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<string> {
     const owner = postgresUser();
     const args = [...pgBackRestArgs(this.configFile, this.stanza), ...extra, command];
+    // Dies with the agent: a backup left running by a killed agent would hold the
+    // stanza's lock and outlive everything else of its host.
+    const setpriv = ["--pdeathsig", "TERM", "--", this.bin, ...args];
+    // A wrapper joins its sandbox as root: the user is dropped by setpriv after it (which
+    // sets the death signal after the change, so the change does not clear it).
+    const [file, ...argv] = this.wrap
+      ? this.wrap(["setpriv", ...(owner ? dropTo(owner) : []), ...setpriv])
+      : ["setpriv", ...setpriv];
     return new Promise((resolve, reject) => {
       execFile(
-        "setpriv",
-        // Dies with the agent: a backup left running by a killed agent would hold the
-        // stanza's lock and outlive everything else of its host.
-        ["--pdeathsig", "TERM", "--", this.bin, ...args],
+        file!,
+        argv,
         {
           cwd: "/",
           maxBuffer: 16 * 1024 * 1024,
           timeout: opts.timeoutMs,
           ...(opts.signal ? { signal: opts.signal } : {}),
-          ...(owner ? { uid: owner.uid, gid: owner.gid } : {}),
+          ...(owner && !this.wrap ? { uid: owner.uid, gid: owner.gid } : {}),
         },
         (err, stdout, stderr) => {
           if (!err) return resolve(stdout);
@@ -109,6 +125,33 @@ export class PgBackRest {
       ...(signal ? { signal } : {}),
     });
     return parseStanzaInfo(out, this.stanza);
+  }
+
+  /** Sets annotations of a backup set (an empty value removes the key). */
+  async annotate(set: string, annotations: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const extra = [`--set=${set}`, ...Object.entries(annotations).map(([k, v]) => `--annotation=${k}=${v}`)];
+    await this.run("annotate", extra, { timeoutMs: 2 * MINUTE, ...(signal ? { signal } : {}) });
+  }
+
+  /**
+   * Restores `set` into an empty directory as a scratch copy: recovery stops as soon as the
+   * backup is consistent and pauses there, read-only, archiving off (it must never push WAL
+   * or a timeline history into the stanza it came from).
+   */
+  async restoreScratch(into: string, set: string, signal?: AbortSignal): Promise<void> {
+    await this.run(
+      "restore",
+      [
+        `--pg1-path=${into}`,
+        `--set=${set}`,
+        "--type=immediate",
+        "--target-action=pause",
+        "--archive-mode=off",
+        "--recovery-option=hot_standby=on",
+        `--recovery-option=restore_command=${restoreCommand(this.configFile, this.stanza, into)}`,
+      ],
+      { timeoutMs: 24 * 60 * MINUTE, ...(signal ? { signal } : {}) },
+    );
   }
 
   /**

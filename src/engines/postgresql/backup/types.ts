@@ -49,6 +49,16 @@ export interface BaseBackupReport {
   repo_size: number;
   /** Why it was taken (annotation cellar-reason): initial, new-timeline, scheduled. */
   reason: string | null;
+  /** Its verification (a scratch restore and a read of every database), kept as annotations. */
+  verification: VerificationReport;
+}
+
+export interface VerificationReport {
+  status: "pending" | "verified" | "failed";
+  /** When it ended (null while pending). */
+  at: string | null;
+  /** What was checked, or why it failed. */
+  detail: string | null;
 }
 
 export interface RestoreOutcome {
