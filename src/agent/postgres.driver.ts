@@ -15,6 +15,7 @@ import { cpuPercentBetween, type CpuSample } from "../domain/instance-views.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
+import { ensureServiceAddress, removeServiceAddress } from "../runtime/netns.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
@@ -62,9 +63,15 @@ export class PostgresDriver implements InstanceDriver {
   /** Dedicated nodes: own volume and network namespace (node-isolation.ts). */
   private readonly isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id) });
   /** Continuous backups and restores of single-node databases (node-backups.ts). */
-  private readonly backups = new NodeBackups({ dirOf: (id) => this.dirOf(id) });
+  private readonly backups = new NodeBackups({
+    dirOf: (id) => this.dirOf(id),
+    // Verifications of backups run in a small sandbox of their own, sockets under the run dir.
+    scratch: () => ({ runtime: this.opts.runtime, runDir: this.opts.runDir }),
+  });
   /** Nodes of HA clusters: Patroni started and watched (ha-nodes.ts). */
   private readonly ha: HaNodes;
+  /** The spec each node last converged in full with, as received (its JSON). */
+  private readonly appliedSpecs = new Map<string, string>();
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -124,22 +131,35 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async converge(inst: DesiredInstance): Promise<Observation> {
+    const specKey = inst.kind === "node" ? JSON.stringify(inst.spec) : "";
+    // A new generation that leaves a node's spec as it was (a firewall rule changes only its
+    // gateways): no node work competes with the gateways' on the host's CPUs.
+    const sameSpec = specKey !== "" && this.appliedSpecs.get(inst.id) === specKey;
     // Before any await: a gateway converging in parallel waits for this node's address.
-    if (inst.kind === "node") this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
+    if (inst.kind === "node" && !sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     await ensureDir(this.dirOf(inst.id), 0o755, undefined);
     const meta = (await this.readMeta(inst.id)) ?? { id: inst.id, kind: inst.kind, applied: 0 };
     await this.writeMeta(meta);
     // Already at this generation and up: nothing to do (a pass converges every instance of
     // the host, so this keeps a full host's passes short).
-    if (meta.applied === inst.specGeneration) {
+    if (meta.applied === inst.specGeneration || sameSpec) {
       const seen = await this.observe(inst);
-      if (seen.status === "running") return seen;
+      if (seen.status === "running" && meta.applied === inst.specGeneration) return seen;
+      if (seen.status === "running") {
+        await this.writeMeta({ ...meta, applied: inst.specGeneration });
+        return { ...seen, observedGeneration: inst.specGeneration };
+      }
+      if (sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     }
     if (inst.kind === "gateway") return this.convergeGateway(inst, meta);
     if (inst.kind === "etcd") return this.convergeEtcd(inst, meta);
     const spec = inst.spec as unknown as NodeSpec;
-    if (HaNodes.applies(spec)) return this.convergeHaNode(inst, spec, meta);
-    return this.convergeNode(inst, meta);
+    const obs = await (HaNodes.applies(spec)
+      ? this.convergeHaNode(inst, spec, meta)
+      : this.convergeNode(inst, meta));
+    if (obs.status === "running") this.appliedSpecs.set(inst.id, specKey);
+    else this.appliedSpecs.delete(inst.id);
+    return obs;
   }
 
   private limitsOf(spec: NodeSpec): SandboxLimits {
@@ -192,6 +212,8 @@ export class PostgresDriver implements InstanceDriver {
     );
     const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
     const pg = this.node(inst, spec, placement);
+    // Business -> Starter: Patroni hands the running server over before it is configured here.
+    await this.ha.release(inst.id, pg);
     await pg.ensureInitialised(await this.templateOrNone());
     const owner = postgresUser();
     await ensureDir(pg.tlsDir, 0o700, owner);
@@ -269,7 +291,7 @@ export class PostgresDriver implements InstanceDriver {
   private async convergeEtcd(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as EtcdMemberSpec;
     const member = this.etcdMember(inst.id);
-    await member.ensure(spec);
+    await member.ensure(spec, await this.etcdServiceAddress(spec));
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     // Healthy needs a quorum: the other members start on their own hosts at the same time.
     await waitFor(
@@ -279,6 +301,14 @@ export class PostgresDriver implements InstanceDriver {
       250,
     ).catch(() => undefined);
     return this.observe(inst);
+  }
+
+  /** A loopback host's member also answers on its service address, for nodes in namespaces. */
+  private async etcdServiceAddress(spec: EtcdMemberSpec): Promise<{ serviceAddress?: string }> {
+    const service = spec.serviceAddress;
+    if (!service || service === spec.address || !(await this.isolation.makesNetworks())) return {};
+    await ensureServiceAddress(service);
+    return { serviceAddress: service };
   }
 
   private async observeEtcd(inst: DesiredInstance): Promise<Observation> {
@@ -335,7 +365,7 @@ export class PostgresDriver implements InstanceDriver {
   ): Promise<Observation> {
     const meta = await this.readMeta(inst.id);
     const patroni = this.ha.node(this.node(inst, spec), spec, (a) => a);
-    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0);
+    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
     const base = await this.observeNode(inst, spec);
     return { ...obs, usage: base.usage };
   }
@@ -412,13 +442,14 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async remove(id: string): Promise<void> {
+    this.appliedSpecs.delete(id);
     await this.backups.forget(id);
     const dir = this.dirOf(id);
     const meta = await this.readMeta(id);
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
       await this.gateway(id).destroy();
     }
-    if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).destroy();
+    if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: true });
     await this.stopPatroni(id);
     this.ha.forget(id);
     const stopNode = () => this.nodeForCleanup(id).stop("immediate");
@@ -429,6 +460,14 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.delete(id);
     this.cpu.delete(id);
+  }
+
+  /** Stops (or removes) a member; its service address goes with it, put back at its next start. */
+  private async stopEtcd(id: string, opts: { destroy: boolean }): Promise<void> {
+    const member = this.etcdMember(id);
+    const service = await member.serviceAddress();
+    await (opts.destroy ? member.destroy() : member.stop());
+    if (service) await removeServiceAddress(service);
   }
 
   /** Stops an HA node's Patroni (found by its pid file) before its PostgreSQL is touched. */
@@ -457,7 +496,7 @@ export class PostgresDriver implements InstanceDriver {
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
-      if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).stop();
+      if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: false });
       // A Patroni stopped cleanly hands its leader key over: a standby elsewhere takes over.
       await this.stopPatroni(id);
       if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();
