@@ -15,7 +15,6 @@ import { cpuPercentBetween, type CpuSample } from "../domain/instance-views.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
-import { ensureServiceAddress, removeServiceAddress } from "../runtime/netns.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
@@ -70,8 +69,6 @@ export class PostgresDriver implements InstanceDriver {
   });
   /** Nodes of HA clusters: Patroni started and watched (ha-nodes.ts). */
   private readonly ha: HaNodes;
-  /** The spec each node last converged in full with, as received (its JSON). */
-  private readonly appliedSpecs = new Map<string, string>();
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -131,35 +128,22 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async converge(inst: DesiredInstance): Promise<Observation> {
-    const specKey = inst.kind === "node" ? JSON.stringify(inst.spec) : "";
-    // A new generation that leaves a node's spec as it was (a firewall rule changes only its
-    // gateways): no node work competes with the gateways' on the host's CPUs.
-    const sameSpec = specKey !== "" && this.appliedSpecs.get(inst.id) === specKey;
     // Before any await: a gateway converging in parallel waits for this node's address.
-    if (inst.kind === "node" && !sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
+    if (inst.kind === "node") this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     await ensureDir(this.dirOf(inst.id), 0o755, undefined);
     const meta = (await this.readMeta(inst.id)) ?? { id: inst.id, kind: inst.kind, applied: 0 };
     await this.writeMeta(meta);
     // Already at this generation and up: nothing to do (a pass converges every instance of
     // the host, so this keeps a full host's passes short).
-    if (meta.applied === inst.specGeneration || sameSpec) {
+    if (meta.applied === inst.specGeneration) {
       const seen = await this.observe(inst);
-      if (seen.status === "running" && meta.applied === inst.specGeneration) return seen;
-      if (seen.status === "running") {
-        await this.writeMeta({ ...meta, applied: inst.specGeneration });
-        return { ...seen, observedGeneration: inst.specGeneration };
-      }
-      if (sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
+      if (seen.status === "running") return seen;
     }
     if (inst.kind === "gateway") return this.convergeGateway(inst, meta);
     if (inst.kind === "etcd") return this.convergeEtcd(inst, meta);
     const spec = inst.spec as unknown as NodeSpec;
-    const obs = await (HaNodes.applies(spec)
-      ? this.convergeHaNode(inst, spec, meta)
-      : this.convergeNode(inst, meta));
-    if (obs.status === "running") this.appliedSpecs.set(inst.id, specKey);
-    else this.appliedSpecs.delete(inst.id);
-    return obs;
+    if (HaNodes.applies(spec)) return this.convergeHaNode(inst, spec, meta);
+    return this.convergeNode(inst, meta);
   }
 
   private limitsOf(spec: NodeSpec): SandboxLimits {
@@ -212,8 +196,6 @@ export class PostgresDriver implements InstanceDriver {
     );
     const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
     const pg = this.node(inst, spec, placement);
-    // Business -> Starter: Patroni hands the running server over before it is configured here.
-    await this.ha.release(inst.id, pg);
     await pg.ensureInitialised(await this.templateOrNone());
     const owner = postgresUser();
     await ensureDir(pg.tlsDir, 0o700, owner);
@@ -291,7 +273,7 @@ export class PostgresDriver implements InstanceDriver {
   private async convergeEtcd(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as EtcdMemberSpec;
     const member = this.etcdMember(inst.id);
-    await member.ensure(spec, await this.etcdServiceAddress(spec));
+    await member.ensure(spec);
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     // Healthy needs a quorum: the other members start on their own hosts at the same time.
     await waitFor(
@@ -301,14 +283,6 @@ export class PostgresDriver implements InstanceDriver {
       250,
     ).catch(() => undefined);
     return this.observe(inst);
-  }
-
-  /** A loopback host's member also answers on its service address, for nodes in namespaces. */
-  private async etcdServiceAddress(spec: EtcdMemberSpec): Promise<{ serviceAddress?: string }> {
-    const service = spec.serviceAddress;
-    if (!service || service === spec.address || !(await this.isolation.makesNetworks())) return {};
-    await ensureServiceAddress(service);
-    return { serviceAddress: service };
   }
 
   private async observeEtcd(inst: DesiredInstance): Promise<Observation> {
@@ -365,7 +339,7 @@ export class PostgresDriver implements InstanceDriver {
   ): Promise<Observation> {
     const meta = await this.readMeta(inst.id);
     const patroni = this.ha.node(this.node(inst, spec), spec, (a) => a);
-    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
+    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0);
     const base = await this.observeNode(inst, spec);
     return { ...obs, usage: base.usage };
   }
@@ -442,14 +416,13 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async remove(id: string): Promise<void> {
-    this.appliedSpecs.delete(id);
     await this.backups.forget(id);
     const dir = this.dirOf(id);
     const meta = await this.readMeta(id);
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
       await this.gateway(id).destroy();
     }
-    if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: true });
+    if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).destroy();
     await this.stopPatroni(id);
     this.ha.forget(id);
     const stopNode = () => this.nodeForCleanup(id).stop("immediate");
@@ -460,14 +433,6 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.delete(id);
     this.cpu.delete(id);
-  }
-
-  /** Stops (or removes) a member; its service address goes with it, put back at its next start. */
-  private async stopEtcd(id: string, opts: { destroy: boolean }): Promise<void> {
-    const member = this.etcdMember(id);
-    const service = await member.serviceAddress();
-    await (opts.destroy ? member.destroy() : member.stop());
-    if (service) await removeServiceAddress(service);
   }
 
   /** Stops an HA node's Patroni (found by its pid file) before its PostgreSQL is touched. */
@@ -496,7 +461,7 @@ export class PostgresDriver implements InstanceDriver {
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
-      if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: false });
+      if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).stop();
       // A Patroni stopped cleanly hands its leader key over: a standby elsewhere takes over.
       await this.stopPatroni(id);
       if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();
