@@ -77,28 +77,42 @@ async function benchCatalog(dir: string): Promise<string> {
   return file;
 }
 
+/** A side's Cellar, started again when its hosts miss the readiness bound on a loaded machine. */
+async function benchCellarOf(side: (typeof SIDES)[number], catalog: string): Promise<BenchCellar> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startBenchCellar({
+        subnet: side.subnet,
+        hosts: [1, 2, 3].map((i) => ({
+          name: `bench-ha${side.subnet}-s${i}`,
+          pool: "shared" as const,
+          vcpu: 2,
+          ramMb: 8192,
+          diskGb: 100,
+        })),
+        env: {
+          CELLAR_HA_TIMING: side.timing,
+          CELLAR_REGIONS: side.region,
+          CELLAR_CATALOG: catalog,
+          // Shared add-ons get a public address: each side hands out its own.
+          CELLAR_PUBLIC_NETWORK: `198.19.${side.subnet}.0/24`,
+        },
+      });
+    } catch (err) {
+      // startBenchCellar removed what it made; only a slow start is worth another try.
+      const message = (err as Error).message;
+      if (attempt === 3 || !message.includes("hosts to be ready")) throw err;
+      console.log(`${side.label}: ${message} (${uptime()}); starting it again`);
+    }
+  }
+}
+
 async function startSide(
   side: (typeof SIDES)[number],
   catalog: string,
   onCellar: (c: BenchCellar) => void,
 ): Promise<HaTarget> {
-  const cellar = await startBenchCellar({
-    subnet: side.subnet,
-    hosts: [1, 2, 3].map((i) => ({
-      name: `bench-ha${side.subnet}-s${i}`,
-      pool: "shared" as const,
-      vcpu: 2,
-      ramMb: 8192,
-      diskGb: 100,
-    })),
-    env: {
-      CELLAR_HA_TIMING: side.timing,
-      CELLAR_REGIONS: side.region,
-      CELLAR_CATALOG: catalog,
-      // Shared add-ons get a public address: each side hands out its own.
-      CELLAR_PUBLIC_NETWORK: `198.19.${side.subnet}.0/24`,
-    },
-  });
+  const cellar = await benchCellarOf(side, catalog);
   onCellar(cellar);
   const app = `bench-ha-${side.subnet}`;
   if ((await cellar.api("POST", "/v1/apps", { app: { name: app } })).status !== 201)
