@@ -1,0 +1,165 @@
+// Logical backups end to end, against real agents and PostgreSQL: a manual backup of a
+// Starter add-on is dumped by its host's agent, becomes done with its size, is downloaded
+// through its signed link as <name>.tar.gz, and pg_restore of its dump into a fresh
+// PostgreSQL recreates the data exactly.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import pg from "pg";
+import { LocalCluster } from "../../src/engines/postgresql/local-cluster.ts";
+import { connectVerified, freePort, startCluster, type Cluster } from "../support/cluster.ts";
+import { scratchDir } from "../engines/engine-fixtures.ts";
+
+const run = promisify(execFile);
+
+const CONTENT_SQL = `SELECT id, note, amount::text, tags, made_at FROM ledger ORDER BY id`;
+
+describe("logical backups, end to end", () => {
+  let cl: Cluster;
+  let scratch = "";
+  let fresh: LocalCluster | undefined;
+  let addonId = "";
+  let url = "";
+  let ca = "";
+
+  before(async () => {
+    cl = await startCluster({ subnet: 73, hosts: [{ name: "e2e-lb-s1", pool: "shared", az: "osc-fr1-a" }] });
+    ca = await cl.regionCa();
+    scratch = await scratchDir("logical-e2e");
+    assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "dump-app" } })).status, 201);
+  });
+  after(async () => {
+    await fresh?.destroy().catch(() => undefined);
+    await cl?.close();
+    if (scratch) await fs.rm(scratch, { recursive: true, force: true });
+  });
+
+  const dbApi = async (method: string, p: string, body?: unknown) => {
+    const tok = await cl.api("POST", `/v1/apps/dump-app/addons/${addonId}/token`);
+    assert.equal(tok.status, 200, JSON.stringify(tok.json));
+    const res = await fetch(`${cl.controller.url}/api${p}`, {
+      method,
+      headers: { authorization: `Bearer ${tok.json.addon.token}`, "content-type": "application/json" },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : null };
+  };
+  const source = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+    const c = await connectVerified(url, ca);
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+
+  it("dumps a manual backup of a running Starter add-on: done, with its size and an event", async () => {
+    const res = await cl.api("POST", "/v1/apps/dump-app/addons", {
+      addon: { addon_provider_id: "postgresql", plan_id: "postgresql-starter-512" },
+    });
+    assert.equal(res.status, 201);
+    addonId = res.json.addon.id;
+    url = await cl.waitFor("the add-on to run", async () => {
+      const vars = (await cl.api("GET", "/v1/apps/dump-app/variables")).json.variables as any[];
+      return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
+    });
+    await source(async (c) => {
+      await c.query(`CREATE TABLE ledger (id serial PRIMARY KEY, note text NOT NULL, amount numeric(12,2),
+                       tags text[], made_at timestamptz DEFAULT '2026-01-31T12:00:00Z')`);
+      await c.query(`INSERT INTO ledger (note, amount, tags)
+                     SELECT 'row ' || g, g * 1.25, ARRAY['t' || (g % 3)] FROM generate_series(1, 500) g`);
+      await c.query("INSERT INTO ledger (note, amount, tags) VALUES ('quote '' and ünïcødé', NULL, '{}')");
+      await c.query("CREATE INDEX ledger_note ON ledger (note)");
+    });
+    const post = await dbApi("POST", `/databases/${addonId}/backups`);
+    assert.equal(post.status, 201, JSON.stringify(post.json));
+    const id = post.json.database_backup.id as string;
+    const done = await cl.waitFor(
+      "the backup to be done",
+      async () => {
+        const b = (await dbApi("GET", `/databases/${addonId}/backups/${id}`)).json.database_backup;
+        if (b.status === "error") throw new Error(`backup failed: ${b.error}`);
+        return b.status === "done" ? b : undefined;
+      },
+      120_000,
+    );
+    assert.ok(done.size > 1000, `a real archive (${done.size} bytes)`);
+    assert.ok(done.started_at && done.finished_at);
+    const events = (await cl.api("GET", "/v1/apps/dump-app/events")).json.events as any[];
+    const ok = events.filter((e) => e.type === "database_backup_succeeded" && e.type_data.backup_id === id);
+    assert.equal(ok.length, 1);
+    assert.equal(ok[0].type_data.backup_method, "manual");
+    // Only the finished archive lies in the database's directory: no partial or work files.
+    const dir = path.join(cl.dataDir, "backups", "osc-fr1", "logical", addonId);
+    assert.deepEqual(await fs.readdir(dir), [`${id}.tar.gz`]);
+  });
+
+  it("downloads it through its signed link, and pg_restore recreates the data in a fresh PostgreSQL", async () => {
+    const list = (await dbApi("GET", `/databases/${addonId}/backups`)).json.database_backups as any[];
+    const b = list[0];
+    const link = await dbApi("GET", `/databases/${addonId}/backups/${b.id}/archive`);
+    assert.equal(link.status, 200);
+    const res = await fetch(link.json.download_url);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-disposition"), `attachment; filename="${b.name}.tar.gz"`);
+    const archive = path.join(scratch, `${b.name}.tar.gz`);
+    await fs.writeFile(archive, Buffer.from(await res.arrayBuffer()));
+    assert.equal((await fs.stat(archive)).size, b.size);
+    const { stdout } = await run("tar", ["-tzf", archive]);
+    assert.deepEqual(stdout.trim().split("\n"), [`${b.name}.pgsql`]);
+    await run("tar", ["-xzf", archive, "-C", scratch]);
+
+    fresh = new LocalCluster({ baseDir: path.join(scratch, "fresh"), port: await freePort() });
+    await fresh.ensureInitialised();
+    await fresh.start();
+    const admin = new pg.Client(fresh.connectionConfig());
+    await admin.connect();
+    await admin.query("CREATE DATABASE restored");
+    await admin.end();
+    // The reference's restore instructions, as a customer runs them.
+    await run("runuser", [
+      "-u",
+      "postgres",
+      "--",
+      "/usr/lib/postgresql/15/bin/pg_restore",
+      "--clean",
+      "--if-exists",
+      "--no-owner",
+      "--no-privileges",
+      "--no-comments",
+      "-h",
+      fresh.socketDir,
+      "-p",
+      String(fresh.port),
+      "-d",
+      "restored",
+      path.join(scratch, `${b.name}.pgsql`),
+    ]);
+    const restored = new pg.Client(fresh.connectionConfig("restored"));
+    await restored.connect();
+    try {
+      const want = await source(async (c) => (await c.query(CONTENT_SQL)).rows);
+      const got = (await restored.query(CONTENT_SQL)).rows;
+      assert.equal(got.length, 501);
+      assert.deepEqual(got, want);
+      const idx = await restored.query("SELECT 1 FROM pg_indexes WHERE indexname = 'ledger_note'");
+      assert.equal(idx.rowCount, 1, "indexes come back too");
+      const seq = await restored.query("SELECT nextval('ledger_id_seq')::int AS n");
+      assert.equal(seq.rows[0].n, 502, "the sequence goes on where it was");
+    } finally {
+      await restored.end();
+    }
+  });
+
+  it("refuses the link once its signature is altered", async () => {
+    const list = (await dbApi("GET", `/databases/${addonId}/backups`)).json.database_backups as any[];
+    const link = (await dbApi("GET", `/databases/${addonId}/backups/${list[0].id}/archive`)).json
+      .download_url;
+    const forged = link.slice(0, -2) + (link.endsWith("AA") ? "BB" : "AA");
+    assert.equal((await fetch(forged)).status, 403);
+  });
+});
