@@ -18,7 +18,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # apt must not start the Debian services: Cellar starts every process itself.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# Test runs started together must not install at the same time (npm ci removes node_modules).
+exec 9>"${TMPDIR:-/tmp}/cellar-setup-npm.lock"
+flock 9
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm dependencies"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+flock -u 9
