@@ -12,6 +12,7 @@ import {
   saveReportedStatus,
   type BaseBackupRow,
 } from "../store/backups.store.ts";
+import { recordVerifications, type VerificationVerdict } from "../store/backup-verification.store.ts";
 import type { Queryable } from "../store/db.ts";
 import { eventAddonData, getDatabase, scopeIdOf, type Database } from "../store/databases.store.ts";
 import { recordEvent } from "../store/events.store.ts";
@@ -43,10 +44,24 @@ function parseSet(v: unknown): BaseBackupRow | null {
   };
 }
 
+/** A set's verification verdict, when its node reached one (pending sets have none). */
+function parseVerdict(v: unknown): VerificationVerdict | null {
+  if (!isObj(v) || typeof v.label !== "string" || !isObj(v.verification)) return null;
+  const { status, at, detail } = v.verification;
+  if ((status !== "verified" && status !== "failed") || !isTime(at)) return null;
+  return {
+    label: v.label,
+    status,
+    at: new Date(at),
+    detail: typeof detail === "string" ? detail.slice(0, 1000) : null,
+  };
+}
+
 interface ParsedReport {
   stanza: string;
   timeline: number | null;
   backups: BaseBackupRow[];
+  verdicts: VerificationVerdict[];
   archivedUntil: Date | null;
   archiveError: string | null;
   failure: { at: Date; message: string } | null;
@@ -67,6 +82,7 @@ export function parseBackupReport(v: unknown): ParsedReport | null {
     stanza: v.stanza,
     timeline: Number.isInteger(r.timeline) ? (r.timeline as number) : null,
     backups: backups as BaseBackupRow[],
+    verdicts: (v.backups as unknown[]).map(parseVerdict).filter((x): x is VerificationVerdict => x !== null),
     archivedUntil: optTime(r.archived_until),
     archiveError: typeof r.archive_error === "string" ? r.archive_error.slice(0, 1000) : null,
     failure: failure
@@ -138,6 +154,19 @@ async function applyOne(
       backup_status: "done",
       started_at: b.startedAt.toISOString(),
       ended_at: b.stoppedAt.toISOString(),
+    });
+  }
+  // An unverified backup is not a backup: a failed verification is a failed backup for users.
+  for (const v of await recordVerifications(q, databaseId, report.verdicts)) {
+    const set = report.backups.find((b) => b.label === v.label);
+    if (v.status !== "failed" || !set) continue;
+    await backupEvent(deps, q, db, "database_backup_failed", {
+      backup_id: v.label,
+      backup_status: "error",
+      started_at: set.startedAt.toISOString(),
+      ended_at: set.stoppedAt.toISOString(),
+      verification_status: "failed",
+      error: `verification failed: ${v.detail ?? "no detail"}`,
     });
   }
   // One event per run of failures: the next success clears it.

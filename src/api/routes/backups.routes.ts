@@ -4,6 +4,7 @@ import { Hono, type Context } from "hono";
 import { checkRestoreTime, parseRestoreTime } from "../../domain/backup-policy.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import { findContinuousBackup, pendingRestore, requestRestore } from "../../store/backups.store.ts";
+import { listContinuousBackups } from "../../store/backup-verification.store.ts";
 import { isPgError, UNIQUE_VIOLATION } from "../../store/db.ts";
 import { lockDatabase } from "../../store/databases.store.ts";
 import { currentOperation } from "../../store/operations.store.ts";
@@ -29,6 +30,27 @@ export function backupRoutes(deps: Deps, limiter: RateLimiter): Hono<DbEnv> {
       window.latest_recoverable_at = cb.latestRecoverableAt.toISOString();
     }
     return c.json({ recovery_window: window });
+  });
+
+  // Not in the reference: the full backups behind the window, each with its verification
+  // (restored into a scratch instance and read: verified, failed with the reason, or pending).
+  app.get("/databases/:id/pitr/backups", auth, access, async (c) => {
+    const sets = await listContinuousBackups(deps.db, c.get("database").id);
+    return c.json({
+      continuous_backups: sets.map((b) => ({
+        id: b.label,
+        type: b.type,
+        timeline: b.timeline,
+        started_at: b.startedAt.toISOString(),
+        ended_at: b.stoppedAt.toISOString(),
+        size: b.sizeBytes,
+        repository_size: b.repoSizeBytes,
+        reason: b.reason,
+        verification_status: b.verificationStatus,
+        verification_detail: b.verificationDetail,
+        verification_checked_at: b.verificationAt?.toISOString() ?? null,
+      })),
+    });
   });
 
   app.post("/databases/:id/pitr/restore", auth, access, async (c) => {
