@@ -324,8 +324,27 @@ export async function removeNodeNet(id: string): Promise<void> {
     throw new IsolationError(`processes ${left.join(", ")} still run in ${n.ns}`, n.ns);
   }
   if ((await links(null, n.hostIf)).length > 0) await ip(["link", "delete", n.hostIf]);
-  if (await netnsExists(n.ns)) await ip(["netns", "delete", n.ns]);
+  await deleteNetns(n.ns);
   await releaseClaims(n.ns, null);
+}
+
+/**
+ * Deletes a namespace, its veth pairs first. The kernel frees the links of a deleted namespace
+ * later, in a deferred cleanup that a loaded machine runs seconds after: until then their
+ * peers stay ports of bridges elsewhere (a database's br0, the public bridge), which then look
+ * in use. Deleting one end of a pair deletes both at once.
+ */
+export async function deleteNetns(ns: string): Promise<void> {
+  if (!(await netnsExists(ns))) return;
+  const veths = await ip(["-n", ns, "-j", "link", "show", "type", "veth"]).then(
+    (out) => (JSON.parse(out || "[]") as IpLink[]).map((l) => l.ifname),
+    () => [] as string[],
+  );
+  if (veths.length > 0) {
+    const script = veths.map((v) => `link delete ${v}\n`).join("");
+    await ip(["-n", ns, "-force", "-batch", "-"], script).catch(() => "");
+  }
+  await ip(["netns", "delete", ns]);
 }
 
 /** The network namespace inode of a process ("net:[4026532176]"), or null if it is gone. */

@@ -18,7 +18,7 @@ import { addressAt, cidrOf, cidrsOverlap } from "../domain/ipv4.ts";
 import { IsolationError } from "./cgroup-fs.ts";
 import { withFileLock } from "./file-lock.ts";
 import { applyEdge, hasEdge, type EdgeRules } from "./nft.ts";
-import { inet, ip, isUp, links, netnsExists, netnsPids, type IpLink } from "./netns.ts";
+import { deleteNetns, inet, ip, isUp, links, netnsExists, netnsPids, type IpLink } from "./netns.ts";
 
 const LOCK_DIR = "/run/cellar/net-locks";
 export const UPLINK = "uplink";
@@ -290,11 +290,8 @@ export async function removeVpcIfUnused(databaseId: string, publicNetwork: strin
   await lock(ns, async () => {
     const use = await vpcUse(databaseId);
     if (!use.exists || use.pids.length > 0 || use.ports.length > 0) return;
-    // The namespace's links go with it, but only once the kernel's deferred cleanup runs: the
-    // uplink pair is deleted first, so the public bridge is free the moment this returns.
-    const { hostIf } = vpcNames(databaseId);
-    if ((await links(null, hostIf)).length > 0) await ip(["link", "delete", hostIf]);
-    await ip(["netns", "delete", ns]);
+    // Its uplink pair goes first (deleteNetns): the public bridge is free when this returns.
+    await deleteNetns(ns);
     removed = true;
   });
   if (removed && publicNetwork) await removePublicBridgeIfUnused(publicNetwork);

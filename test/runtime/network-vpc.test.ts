@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { newId } from "../../src/domain/ids.ts";
 import { applyEdge, edgeSources, mergeCidrs, renderEdge } from "../../src/runtime/nft.ts";
 import {
+  deleteNetns,
   ensureNodeNet,
   inNetns,
   ip,
@@ -100,10 +101,7 @@ describe("a database network on this machine", { skip: probe.netns.ok ? false : 
     for (const s of servers) s.kill("SIGKILL");
     await lab.close();
     await removeNodeNet(nodeA).catch(() => undefined);
-    for (const db of [dbA, dbB]) {
-      const { ns } = vpcNames(db);
-      if (await netnsExists(ns)) await ip(["netns", "delete", ns]);
-    }
+    for (const db of [dbA, dbB]) await deleteNetns(vpcNames(db).ns);
     await removePublicBridgeIfUnused(PUBLIC);
   });
 

@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { cidrOf } from "../../src/domain/ipv4.ts";
-import { inNetns, ip, netnsExists, netnsPids } from "../../src/runtime/netns.ts";
+import { deleteNetns, inNetns, ip, netnsPids } from "../../src/runtime/netns.ts";
 import { publicBridgeName } from "../../src/runtime/vpc.ts";
 
 const run = promisify(execFile);
@@ -54,8 +54,11 @@ export class NetLab {
     this.prefix = cidrOf(publicNetwork).prefix;
   }
 
-  /** A namespace with `address` on the public bridge (which must exist). */
-  async client(name: string, address: string): Promise<string> {
+  /**
+   * A namespace with `address` on the public bridge, or on `on` (another network's bridge and
+   * prefix, e.g. a region's private network); the bridge must exist.
+   */
+  async client(name: string, address: string, on?: { bridge: string; prefix: number }): Promise<string> {
     const h = createHash("sha256").update(`${name}:${process.pid}`).digest("hex");
     const ns = `ct-${h.slice(0, 12)}`;
     const hostIf = `vc${h.slice(0, 10)}`;
@@ -63,8 +66,8 @@ export class NetLab {
     await ip(["netns", "add", ns]);
     await ip(["-n", ns, "link", "set", "lo", "up"]);
     await ip(["link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-    await ip(["link", "set", hostIf, "master", publicBridgeName(this.publicNetwork), "up"]);
-    await ip(["-n", ns, "addr", "add", `${address}/${this.prefix}`, "dev", "eth0"]);
+    await ip(["link", "set", hostIf, "master", on?.bridge ?? publicBridgeName(this.publicNetwork), "up"]);
+    await ip(["-n", ns, "addr", "add", `${address}/${on?.prefix ?? this.prefix}`, "dev", "eth0"]);
     await ip(["-n", ns, "link", "set", "eth0", "up"]);
     return ns;
   }
@@ -104,10 +107,9 @@ export class NetLab {
   async close(): Promise<void> {
     for (const { ns, hostIf } of this.made.splice(0)) {
       for (const pid of await netnsPids(ns)) process.kill(pid, "SIGKILL");
-      // Deleting the namespace frees its veth only when the kernel's deferred cleanup runs, so
-      // the pair is deleted first: the bridge has no port left when close() returns.
+      // The pair goes first (deleteNetns): the bridge has no port left when close() returns.
+      await deleteNetns(ns).catch(() => undefined);
       await ip(["link", "delete", hostIf]).catch(() => "");
-      if (await netnsExists(ns)) await ip(["netns", "delete", ns]).catch(() => "");
     }
   }
 }
