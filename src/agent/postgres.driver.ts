@@ -69,6 +69,8 @@ export class PostgresDriver implements InstanceDriver {
   });
   /** Nodes of HA clusters: Patroni started and watched (ha-nodes.ts). */
   private readonly ha: HaNodes;
+  /** The spec each node last converged in full with, as received (its JSON). */
+  private readonly appliedSpecs = new Map<string, string>();
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -128,22 +130,35 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async converge(inst: DesiredInstance): Promise<Observation> {
+    const specKey = inst.kind === "node" ? JSON.stringify(inst.spec) : "";
+    // A new generation that leaves a node's spec as it was (a firewall rule changes only its
+    // gateways): no node work competes with the gateways' on the host's CPUs.
+    const sameSpec = specKey !== "" && this.appliedSpecs.get(inst.id) === specKey;
     // Before any await: a gateway converging in parallel waits for this node's address.
-    if (inst.kind === "node") this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
+    if (inst.kind === "node" && !sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     await ensureDir(this.dirOf(inst.id), 0o755, undefined);
     const meta = (await this.readMeta(inst.id)) ?? { id: inst.id, kind: inst.kind, applied: 0 };
     await this.writeMeta(meta);
     // Already at this generation and up: nothing to do (a pass converges every instance of
     // the host, so this keeps a full host's passes short).
-    if (meta.applied === inst.specGeneration) {
+    if (meta.applied === inst.specGeneration || sameSpec) {
       const seen = await this.observe(inst);
-      if (seen.status === "running") return seen;
+      if (seen.status === "running" && meta.applied === inst.specGeneration) return seen;
+      if (seen.status === "running") {
+        await this.writeMeta({ ...meta, applied: inst.specGeneration });
+        return { ...seen, observedGeneration: inst.specGeneration };
+      }
+      if (sameSpec) this.isolation.begin(inst.id, inst.spec as unknown as NodeSpec);
     }
     if (inst.kind === "gateway") return this.convergeGateway(inst, meta);
     if (inst.kind === "etcd") return this.convergeEtcd(inst, meta);
     const spec = inst.spec as unknown as NodeSpec;
-    if (HaNodes.applies(spec)) return this.convergeHaNode(inst, spec, meta);
-    return this.convergeNode(inst, meta);
+    const obs = await (HaNodes.applies(spec)
+      ? this.convergeHaNode(inst, spec, meta)
+      : this.convergeNode(inst, meta));
+    if (obs.status === "running") this.appliedSpecs.set(inst.id, specKey);
+    else this.appliedSpecs.delete(inst.id);
+    return obs;
   }
 
   private limitsOf(spec: NodeSpec): SandboxLimits {
@@ -416,6 +431,7 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async remove(id: string): Promise<void> {
+    this.appliedSpecs.delete(id);
     await this.backups.forget(id);
     const dir = this.dirOf(id);
     const meta = await this.readMeta(id);
