@@ -1,7 +1,8 @@
 // The only module that reads process.env. Everything else receives a Config.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { checkPublicNetwork } from "./domain/network-rules.ts";
+import { checkPublicNetwork, NODE_LINK_RANGE } from "./domain/network-rules.ts";
+import { privateNetworkProblem } from "./domain/private-network.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -44,6 +45,8 @@ export interface Config {
   haTiming: "cellar" | "patroni-defaults";
   /** The public side of the embedded mode's networks (domain/network-rules.ts publicLayout). */
   publicNetwork: string;
+  /** The regions' private networks of the embedded mode (domain/private-network.ts). */
+  privateNetwork: string;
   /** Continuous backups (pgBackRest): repositories, full-backup period, RPO bound, checks. */
   backup: BackupConfig;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -167,6 +170,18 @@ function publicNetworkVar(raw: string | undefined): string {
   return value;
 }
 
+function privateNetworkVar(raw: string | undefined, publicRaw: string | undefined): string {
+  const value = raw || "172.30.0.0/16";
+  const problem =
+    checkPublicNetwork(value) ??
+    privateNetworkProblem(value, [
+      ["CELLAR_PUBLIC_NETWORK", publicNetworkVar(publicRaw)],
+      ["the nodes' links", NODE_LINK_RANGE],
+    ]);
+  if (problem) throw new ConfigError(`CELLAR_PRIVATE_NETWORK=${value} is invalid: ${problem}`);
+  return value;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const port = intVar(env, "CELLAR_PORT", 5080, 1, 65535);
   const listenHost = env.CELLAR_LISTEN_HOST || "127.0.0.1";
@@ -198,6 +213,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     hostSilenceMs: intVar(env, "CELLAR_HOST_SILENCE_MS", 10_000, 1000, 3_600_000),
     haTiming: haTimingVar(env.CELLAR_HA_TIMING),
     publicNetwork: publicNetworkVar(env.CELLAR_PUBLIC_NETWORK),
+    privateNetwork: privateNetworkVar(env.CELLAR_PRIVATE_NETWORK, env.CELLAR_PUBLIC_NETWORK),
     backup: backupConfig(env, dataDirOf(env)),
     logLevel: logLevel as Config["logLevel"],
   };

@@ -1,7 +1,8 @@
 // What a gateway's spec asks of the host's networking before HAProxy starts: a Dedicated
 // database's network (the gateway runs inside it; its edge gets the database's rules), or a
-// Shared host's public address on the public bridge. Recorded in the gateway's directory so
-// that removal gives everything back, also after an agent restart.
+// Shared host's addresses on its region's private network and on the public side. Recorded on
+// disk (a database's network in the gateway's directory, the host's addresses beside the
+// instances) so that removal and the agent's stop give everything back, also after a restart.
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { GatewaySpecJson } from "../reconciler/instance-spec.ts";
@@ -15,25 +16,47 @@ import {
   removePublicBridgeIfUnused,
   removeVpcIfUnused,
 } from "../runtime/vpc.ts";
+import { withFileLock } from "../runtime/file-lock.ts";
+import { ensurePrivateAddress, removePrivateAddress } from "../runtime/private-net.ts";
 
 const RECORD = "gateway-network.json";
+/** Beside the instance dirs: the addresses this host put on shared bridges, for its stop. */
+const HOST_RECORD = "host-network.json";
 
 interface GatewayNetworkRecord {
   publicNetwork: string;
   databaseId?: string;
-  hostPublicAddress?: string;
 }
 
-async function writeRecord(dir: string, record: GatewayNetworkRecord): Promise<void> {
-  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
-  const file = path.join(dir, RECORD);
-  await fs.writeFile(`${file}.tmp`, JSON.stringify(record));
+/** A host's addresses on the bridges of the host namespace (public side, region's private network). */
+interface HostNetworkRecord {
+  publicNetwork?: string;
+  hostPublicAddress?: string;
+  privateNetwork?: { block: string; address: string };
+}
+
+async function writeJson(file: string, value: object): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+  await fs.writeFile(`${file}.tmp`, JSON.stringify(value));
   await fs.rename(`${file}.tmp`, file);
 }
 
-async function readRecord(dir: string): Promise<GatewayNetworkRecord | null> {
-  const text = await fs.readFile(path.join(dir, RECORD), "utf8").catch(() => null);
-  return text ? (JSON.parse(text) as GatewayNetworkRecord) : null;
+async function readJson<T>(file: string): Promise<T | null> {
+  const text = await fs.readFile(file, "utf8").catch(() => null);
+  return text ? (JSON.parse(text) as T) : null;
+}
+
+const hostRecordOf = (dir: string) => path.join(path.dirname(dir), HOST_RECORD);
+
+/** Adds to the host's record before the address is put on, so a stop never misses one. */
+async function recordHostAddresses(dir: string, add: HostNetworkRecord): Promise<void> {
+  const file = hostRecordOf(dir);
+  // The host's gateways converge side by side: one read-modify-write at a time.
+  await withFileLock(`${file}.lock`, async () => {
+    const old = (await readJson<HostNetworkRecord>(file)) ?? {};
+    const next = { ...old, ...add };
+    if (JSON.stringify(next) !== JSON.stringify(old)) await writeJson(file, next);
+  });
 }
 
 /**
@@ -49,28 +72,36 @@ export async function prepareGatewayNetwork(
   if (net.vpc) {
     const { edge, ...vpc } = net.vpc;
     checkVpcRange(vpc.range, [NODE_NET_RANGE, net.publicNetwork]);
-    await writeRecord(dir, { publicNetwork: net.publicNetwork, databaseId: vpc.databaseId });
+    await writeJson(path.join(dir, RECORD), { publicNetwork: net.publicNetwork, databaseId: vpc.databaseId });
     // The edge and the gateway enforce the same rules: a gap in one is caught by the other.
     const names = await ensureVpc(vpc, edge);
     return { ...spec, netns: names.ns };
   }
-  if (net.hostPublicAddress) {
-    await writeRecord(dir, { publicNetwork: net.publicNetwork, hostPublicAddress: net.hostPublicAddress });
-    await ensurePublicAddress(net.publicNetwork, net.hostPublicAddress);
-  }
+  const { privateNetwork, hostPublicAddress } = net;
+  await recordHostAddresses(dir, {
+    ...(privateNetwork ? { privateNetwork } : {}),
+    ...(hostPublicAddress ? { publicNetwork: net.publicNetwork, hostPublicAddress } : {}),
+  });
+  if (privateNetwork) await ensurePrivateAddress(privateNetwork.block, privateNetwork.address);
+  if (hostPublicAddress) await ensurePublicAddress(net.publicNetwork, hostPublicAddress);
   return spec;
 }
 
 /**
- * After the gateway stopped: its database's network goes if nothing else uses it. A host's
- * public address serves all its gateways: it goes only when the agent stops (`hostStops`).
+ * After the gateway stopped: its database's network goes if nothing else uses it. The host's
+ * addresses on the public side and on its region's private network serve all its gateways:
+ * they go when the agent stops (`hostStops`).
  */
 export async function releaseGatewayNetwork(dir: string, opts: { hostStops: boolean }): Promise<void> {
-  const record = await readRecord(dir);
-  if (!record) return;
-  if (record.databaseId) await removeVpcIfUnused(record.databaseId, record.publicNetwork);
-  if (record.hostPublicAddress && opts.hostStops) {
-    await removePublicAddress(record.publicNetwork, record.hostPublicAddress);
-    await removePublicBridgeIfUnused(record.publicNetwork);
+  const record = await readJson<GatewayNetworkRecord>(path.join(dir, RECORD));
+  if (record?.databaseId) await removeVpcIfUnused(record.databaseId, record.publicNetwork);
+  if (!opts.hostStops) return;
+  const host = await readJson<HostNetworkRecord>(hostRecordOf(dir));
+  if (!host) return;
+  if (host.privateNetwork) await removePrivateAddress(host.privateNetwork.block, host.privateNetwork.address);
+  if (host.publicNetwork && host.hostPublicAddress) {
+    await removePublicAddress(host.publicNetwork, host.hostPublicAddress);
+    await removePublicBridgeIfUnused(host.publicNetwork);
   }
+  await fs.rm(hostRecordOf(dir), { force: true });
 }

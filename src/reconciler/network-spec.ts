@@ -7,11 +7,13 @@
 // nodes join it on the database's own range. Both the edge (nftables) and the gateways
 // (HAProxy) allow the firewall rules' sources plus the control plane's address, nothing else.
 // Elsewhere (no root): the gateway listens on its host address and filters alone, and says so.
-// Shared: no source filtering; Force TLS at the gateway and in pg_hba; when publicly
-// available, the gateway also listens on its host's public address.
+// Shared: no source filtering; Force TLS at the gateway and in pg_hba; the gateway also
+// listens on its host's address on the region's private network (where the region's apps
+// are), and, when publicly available, on its host's public address.
 import type { Config } from "../config.ts";
 import { cidrOf, addressAt } from "../domain/ipv4.ts";
 import { managedRanges, publicLayout } from "../domain/network-rules.ts";
+import { hostPrivateAddress, regionPrivateBlock } from "../domain/private-network.ts";
 import type { GatewayBackend } from "../engines/postgresql/haproxy-config.ts";
 import type { VpcSpec } from "../runtime/vpc.ts";
 import type { Queryable } from "../store/db.ts";
@@ -24,6 +26,11 @@ import {
 } from "../store/network.store.ts";
 import type { GatewaySpecJson, NodeSpec } from "./instance-spec.ts";
 
+export interface HostPrivateAddress {
+  block: string;
+  address: string;
+}
+
 /** A node's place in its database's network. */
 export interface NodeNetwork {
   vpc: VpcSpec & { address: string };
@@ -34,6 +41,8 @@ export interface GatewayNetwork {
   publicNetwork: string;
   /** Shared: the host's public address, put on the public bridge. */
   hostPublicAddress?: string;
+  /** Shared: the host's address on its region's private network (`block`). */
+  privateNetwork?: HostPrivateAddress;
   /** Dedicated: the network the gateway runs in, and its edge rules. */
   vpc?: VpcSpec & { edge: { ports: number[]; allow: string[]; control: string[] } };
 }
@@ -52,6 +61,8 @@ export interface NetworkPolicy {
   vpc: { range: string; publicAddress: string; port: number } | null;
   /** Shared: public address of each host (present when the host makes networks). */
   hostPublic: Map<string, string>;
+  /** Shared: each host's address on its region's private network (loopback hosts that make networks). */
+  hostPrivate: Map<string, HostPrivateAddress>;
 }
 
 /** Node i of a database sits at offset 10 + i of its range (the bridge is at offset 1). */
@@ -62,7 +73,7 @@ export function nodeVpcAddress(range: string, ordinal: number): string {
 /** Reads (and allocates on first use) everything the specs of `db` need on `hostIds`. */
 export async function loadNetworkPolicy(
   q: Queryable,
-  config: Pick<Config, "publicNetwork" | "regions">,
+  config: Pick<Config, "publicNetwork" | "privateNetwork" | "regions">,
   db: { id: string; model: "shared" | "dedicated"; ipRange: string | null },
   hostIds: readonly string[],
 ): Promise<NetworkPolicy> {
@@ -70,10 +81,14 @@ export async function loadNetworkPolicy(
     config.publicNetwork,
     config.regions.map((r) => r.name),
   );
-  const { rows: hosts } = await q.query<{ id: string; isolation: Record<string, unknown> }>(
-    "SELECT id, isolation FROM hosts WHERE id = ANY($1)",
-    [[...new Set(hostIds)]],
-  );
+  const { rows: hosts } = await q.query<{
+    id: string;
+    isolation: Record<string, unknown>;
+    address: string;
+    region: string;
+  }>("SELECT id, isolation, host(address) AS address, region FROM hosts WHERE id = ANY($1)", [
+    [...new Set(hostIds)],
+  ]);
   const capable = hosts.filter((h) => hostMakesNetworks(h.isolation));
   const features = await activeFeatures(q, db.id);
   const policy: NetworkPolicy = {
@@ -86,9 +101,16 @@ export async function loadNetworkPolicy(
     allow: null,
     vpc: null,
     hostPublic: new Map(),
+    hostPrivate: new Map(),
   };
   if (db.model === "shared") {
-    for (const h of capable) policy.hostPublic.set(h.id, await publicAddressOf(q, layout, { hostId: h.id }));
+    const regions = config.regions.map((r) => r.name);
+    for (const h of capable) {
+      policy.hostPublic.set(h.id, await publicAddressOf(q, layout, { hostId: h.id }));
+      const block = regionPrivateBlock(config.privateNetwork, regions, h.region);
+      const address = block ? hostPrivateAddress(block, h.address) : null;
+      if (block && address) policy.hostPrivate.set(h.id, { block, address });
+    }
     return policy;
   }
   policy.allow = await allowedSources(q, config, db.id);
@@ -178,10 +200,16 @@ export function withGatewayNetwork(
     return out;
   }
   if (p.forceTls) out.acl = { tlsOnly: true };
-  const hostPublic = p.hostPublic.get(hostId);
-  if (p.publiclyAvailable && hostPublic) {
-    out.extraBinds = [{ host: hostPublic, port: spec.listen.port }];
-    out.network = { publicNetwork: p.publicNetwork, hostPublicAddress: hostPublic };
+  const hostPrivate = p.hostPrivate.get(hostId);
+  const hostPublic = p.publiclyAvailable ? p.hostPublic.get(hostId) : undefined;
+  const binds = [hostPrivate?.address, hostPublic].filter((a): a is string => a !== undefined);
+  if (binds.length > 0) {
+    out.extraBinds = binds.map((host) => ({ host, port: spec.listen.port }));
+    out.network = {
+      publicNetwork: p.publicNetwork,
+      ...(hostPrivate ? { privateNetwork: hostPrivate } : {}),
+      ...(hostPublic ? { hostPublicAddress: hostPublic } : {}),
+    };
   }
   return out;
 }
@@ -196,13 +224,14 @@ export function clientEndpoint(
 
 /** Addresses the server certificate must name besides the hosts' (TLS passes through). */
 export function certificateAddresses(p: NetworkPolicy): string[] {
-  return p.vpc ? [p.vpc.publicAddress] : [...p.hostPublic.values()];
+  if (p.vpc) return [p.vpc.publicAddress];
+  return [...p.hostPublic.values(), ...[...p.hostPrivate.values()].map((h) => h.address)];
 }
 
 /** The database's public-rw endpoint once its gateways are placed; null before. */
 export async function publicEndpointOf(
   q: Queryable,
-  config: Pick<Config, "publicNetwork" | "regions">,
+  config: Pick<Config, "publicNetwork" | "privateNetwork" | "regions">,
   db: { id: string; model: "shared" | "dedicated"; ipRange: string | null },
 ): Promise<{ address: string; port: number } | null> {
   const { rows } = await q.query<{ host_id: string; kind: string; port: number; address: string }>(

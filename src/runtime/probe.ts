@@ -187,6 +187,10 @@ const LABEL: Record<Primitive, string> = {
   pids: "pids limit",
 };
 
+/** What a host without network namespaces does instead (docs/networking.md). */
+const NO_NETWORKS =
+  ": Dedicated databases get no network of their own here; their gateways listen on the host's address and enforce the firewall rules alone; Shared hosts publish nothing on the public side or the region's private network";
+
 /** One line per primitive, e.g. "memory limit: yes (cgroup v1 memory under ...)". */
 export function describeIsolation(probe: IsolationProbe): string[] {
   const line = (label: string, a: Availability) => `${label}: ${a.ok ? "yes" : "NO"} (${a.detail})`;
@@ -197,7 +201,7 @@ export function describeIsolation(probe: IsolationProbe): string[] {
     `privileges: ${probe.root ? "root" : "not root"}`,
     `cgroups: ${probe.cgroupMode}${v2Text}; isolation back-end: ${backend}`,
     ...PRIMITIVES.map((p) => line(LABEL[p], probe.limits[p])),
-    line("network namespaces", probe.netns),
+    line("network namespaces", probe.netns) + (probe.netns.ok ? "" : NO_NETWORKS),
     line("loop volumes", probe.loopVolumes),
     line("volume quota", probe.volumeQuota),
   ];

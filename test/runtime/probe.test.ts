@@ -143,6 +143,9 @@ describe("interpretProbe", () => {
     assert.equal(p.backend, "none");
     assert.match(p.limits.memory.detail, /not root and \S+ not writable: cannot create cgroups/);
     assert.match(p.netns.detail, /not root/);
+    // Said at the agent's start and in the host's status: the fallback, not just the lack.
+    const netLine = describeIsolation(p).find((l) => l.startsWith("network namespaces: NO"));
+    assert.match(netLine ?? "", /gateways listen on the host's address and enforce the firewall rules alone/);
     assert.match(p.loopVolumes.detail, /not root/);
     assert.match(p.volumeQuota.detail, /^volume quota not enforced: plain directory/);
   });

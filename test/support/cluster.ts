@@ -63,6 +63,7 @@ export async function startCluster(opts: {
     CELLAR_HOST_SILENCE_MS: "4000",
     // Each cluster's public side of its own: parallel files never hand out the same address.
     CELLAR_PUBLIC_NETWORK: `198.19.${opts.subnet}.0/24`,
+    CELLAR_PRIVATE_NETWORK: `172.30.${opts.subnet}.0/24`,
     CELLAR_LOG_LEVEL: process.env.CELLAR_TEST_LOG ? "debug" : "error",
     ...opts.env,
   });
