@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { registerAddonCommands } from "./addons.cmd.ts";
 import { registerAppCommands } from "./apps.cmd.ts";
 import { registerBackupCommands } from "./backups.cmd.ts";
+import { registerLogicalBackupCommands } from "./logical-backups.cmd.ts";
 import { registerConsoleCommands } from "./console.cmd.ts";
 import { registerDatabaseCommands } from "./databases.cmd.ts";
 import { registerSessionCommands } from "./session.cmd.ts";
@@ -21,5 +22,6 @@ export function registerClientCommands(program: Command): void {
   registerDatabaseCommands(program);
   registerUserCommands(program);
   registerBackupCommands(program);
+  registerLogicalBackupCommands(program);
   registerConsoleCommands(program);
 }
