@@ -12,6 +12,7 @@ import pg from "pg";
 import { LocalCluster } from "../../src/engines/postgresql/local-cluster.ts";
 import { connectVerified, freePort, startCluster, type Cluster } from "../support/cluster.ts";
 import { scratchDir } from "../engines/engine-fixtures.ts";
+import { shortRunDir } from "../../src/main/agent-main.ts";
 
 const run = promisify(execFile);
 
@@ -26,7 +27,15 @@ describe("logical backups, end to end", () => {
   let ca = "";
 
   before(async () => {
-    cl = await startCluster({ subnet: 73, hosts: [{ name: "e2e-lb-s1", pool: "shared", az: "osc-fr1-a" }] });
+    // Three hosts: a Business cluster needs two nodes in one AZ and the region's etcd (three members).
+    cl = await startCluster({
+      subnet: 73,
+      hosts: [
+        { name: "e2e-lb-s1", pool: "shared", az: "osc-fr1-a" },
+        { name: "e2e-lb-s2", pool: "shared", az: "osc-fr1-a" },
+        { name: "e2e-lb-s3", pool: "shared", az: "osc-fr1-b" },
+      ],
+    });
     ca = await cl.regionCa();
     scratch = await scratchDir("logical-e2e");
     assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "dump-app" } })).status, 201);
@@ -37,8 +46,8 @@ describe("logical backups, end to end", () => {
     if (scratch) await fs.rm(scratch, { recursive: true, force: true });
   });
 
-  const dbApi = async (method: string, p: string, body?: unknown) => {
-    const tok = await cl.api("POST", `/v1/apps/dump-app/addons/${addonId}/token`);
+  const dbApi = async (method: string, p: string, body?: unknown, app = "dump-app", id = addonId) => {
+    const tok = await cl.api("POST", `/v1/apps/${app}/addons/${id}/token`);
     assert.equal(tok.status, 200, JSON.stringify(tok.json));
     const res = await fetch(`${cl.controller.url}/api${p}`, {
       method,
@@ -153,6 +162,86 @@ describe("logical backups, end to end", () => {
     } finally {
       await restored.end();
     }
+  });
+
+  it("takes a Business cluster's backup from its standby", async () => {
+    assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "dump-ha-app" } })).status, 201);
+    const res = await cl.api("POST", "/v1/apps/dump-ha-app/addons", {
+      addon: { addon_provider_id: "postgresql", plan_id: "postgresql-business-512" },
+    });
+    assert.equal(res.status, 201, JSON.stringify(res.json));
+    const haId = res.json.addon.id as string;
+    const haUrl = await cl.waitFor(
+      "the Business add-on to run",
+      async () => {
+        const vars = (await cl.api("GET", "/v1/apps/dump-ha-app/variables")).json.variables as any[];
+        return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
+      },
+      240_000,
+    );
+    const c = await connectVerified(haUrl, ca);
+    try {
+      await c.query("CREATE TABLE ledger (id serial PRIMARY KEY, note text NOT NULL)");
+      await c.query("INSERT INTO ledger (note) SELECT 'ha ' || g FROM generate_series(1, 100) g");
+    } finally {
+      await c.end();
+    }
+    // The standby has replayed the rows (asynchronous replication) before the backup is asked.
+    const follower = await cl.waitFor(
+      "a follower with the rows",
+      async () => {
+        const { rows } = await cl.controller.deps.db.query(
+          `SELECT i.id, i.port, h.name AS host, cr.dbname FROM instances i JOIN hosts h ON h.id = i.host_id
+           JOIN database_credentials cr ON cr.database_id = i.database_id
+           WHERE i.database_id = $1 AND i.kind = 'node' AND i.role = 'follower' AND i.status = 'running'`,
+          [haId],
+        );
+        const f = rows[0];
+        if (!f) return undefined;
+        const socketDir = path.join(
+          shortRunDir(path.join(cl.dataDir, "hosts", f.host)),
+          f.id.replace(/^inst-/, ""),
+        );
+        const standby = new pg.Client({
+          host: socketDir,
+          port: f.port,
+          user: "postgres",
+          database: f.dbname,
+        });
+        await standby.connect();
+        try {
+          const n = (await standby.query("SELECT count(*)::int AS n FROM ledger")).rows[0].n as number;
+          return n === 100 ? (f.id as string) : undefined;
+        } finally {
+          await standby.end();
+        }
+      },
+      120_000,
+    );
+    const post = await dbApi("POST", `/databases/${haId}/backups`, undefined, "dump-ha-app", haId);
+    assert.equal(post.status, 201, JSON.stringify(post.json));
+    const id = post.json.database_backup.id as string;
+    await cl.waitFor(
+      "the Business backup to be done",
+      async () => {
+        const b = (await dbApi("GET", `/databases/${haId}/backups/${id}`, undefined, "dump-ha-app", haId))
+          .json.database_backup;
+        if (b.status === "error") throw new Error(`backup failed: ${b.error}`);
+        return b.status === "done" ? b : undefined;
+      },
+      120_000,
+    );
+    const { rows } = await cl.controller.deps.db.query(
+      "SELECT instance_id, source_role, file_path, name FROM logical_backups WHERE id = $1",
+      [id],
+    );
+    assert.deepEqual([rows[0].instance_id, rows[0].source_role], [follower, "follower"]);
+    await run("tar", ["-xzf", rows[0].file_path, "-C", scratch]);
+    const { stdout } = await run("/usr/lib/postgresql/15/bin/pg_restore", [
+      "--list",
+      path.join(scratch, `${rows[0].name}.pgsql`),
+    ]);
+    assert.match(stdout, /TABLE DATA public ledger/);
   });
 
   it("refuses the link once its signature is altered", async () => {
