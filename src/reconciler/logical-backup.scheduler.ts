@@ -24,6 +24,7 @@ import {
   insertLogicalBackup,
   logicalBackupDir,
   periodicCandidates,
+  recentSlots,
 } from "../store/logical-backups.store.ts";
 import {
   applyRetention,
@@ -35,6 +36,7 @@ import {
 
 export interface SchedulerOptions extends JobTiming {
   tickMs: number;
+  retentionEveryMs: number;
   /** A backup no runner could start for this long is failed (the reference skips it). */
   unstartedMaxWaitMs: number;
   /** Failed backups stay listed this long. */
@@ -44,6 +46,7 @@ export interface SchedulerOptions extends JobTiming {
 export const DEFAULT_SCHEDULER_OPTIONS: SchedulerOptions = {
   ...DEFAULT_JOB_TIMING,
   tickMs: 15_000,
+  retentionEveryMs: 3_600_000,
   unstartedMaxWaitMs: 6 * 3_600_000,
   errorKeepMs: 7 * 24 * 3_600_000,
 };
@@ -57,6 +60,8 @@ export const jobSignal = (hostId: string) => `logical-backup:${hostId}`;
 export async function tickLogicalBackups(
   deps: Deps,
   opts: SchedulerOptions = DEFAULT_SCHEDULER_OPTIONS,
+  /** Retention of every database (a done backup applies its own at once): hourly is plenty. */
+  { retention = true }: { retention?: boolean } = {},
 ): Promise<void> {
   await schedulePeriodic(deps);
   for (const id of await jobsWithLapsedLease(deps.db)) {
@@ -67,8 +72,10 @@ export async function tickLogicalBackups(
       await backupEvent(deps, q, b, "database_backup_failed");
     }
   });
-  for (const id of await databasesWithDoneBackups(deps.db)) {
-    await deps.db.tx((q) => applyRetention(deps, q, id));
+  if (retention) {
+    for (const id of await databasesWithDoneBackups(deps.db)) {
+      await deps.db.tx((q) => applyRetention(deps, q, id));
+    }
   }
   await expireOldErrors(deps.db, opts.errorKeepMs);
   await expireBackupsOfDeletedDatabases(deps.db);
@@ -79,19 +86,22 @@ export async function tickLogicalBackups(
 /** One backup per scheduled hour that passed (at most a day late), each slot made once. */
 async function schedulePeriodic(deps: Deps): Promise<void> {
   const now = deps.now();
+  const made = await recentSlots(deps.db);
   for (const c of await periodicCandidates(deps.db)) {
-    const slots = dueSlots(c.schedule.hours, now, c.schedule.since);
+    const slots = dueSlots(c.schedule.hours, now, c.schedule.since).filter(
+      (s) => !made.has(`${c.databaseId}@${s.getTime()}`),
+    );
     if (slots.length === 0) continue;
     const db = await getDatabase(deps.db, c.databaseId);
     if (!db) continue;
     for (const slot of slots) {
-      const made = await insertLogicalBackup(deps.db, db, {
+      const b = await insertLogicalBackup(deps.db, db, {
         method: "periodic",
         slot,
         repoRoot: deps.config.backup.repoPath,
         now,
       });
-      if (made) deps.log.info("periodic logical backup scheduled", { db: db.id, backup: made.id });
+      if (b) deps.log.info("periodic logical backup scheduled", { db: db.id, backup: b.id });
     }
   }
 }
@@ -127,9 +137,12 @@ export function startLogicalBackupScheduler(
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | null = null;
+  let retainedAt = 0;
   const loop = () => {
     if (stopped) return;
-    running = tickLogicalBackups(deps, opts)
+    const retention = Date.now() - retainedAt >= opts.retentionEveryMs;
+    if (retention) retainedAt = Date.now();
+    running = tickLogicalBackups(deps, opts, { retention })
       .catch((err: Error) => deps.log.error("logical backup tick failed", { err: err.message }))
       .finally(() => {
         running = null;

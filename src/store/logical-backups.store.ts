@@ -178,6 +178,14 @@ export async function periodicCandidates(
     .map((r) => ({ databaseId: r.id, schedule: { enabled: true, hours: r.hours, since: r.since } }));
 }
 
+/** `<database id>@<slot ms>` of the periodic backups made in the last day and a bit. */
+export async function recentSlots(q: Queryable): Promise<Set<string>> {
+  const { rows } = await q.query<{ database_id: string; slot: Date }>(
+    "SELECT database_id, slot FROM logical_backups WHERE method = 'periodic' AND slot > now() - interval '26 hours'",
+  );
+  return new Set(rows.map((r) => `${r.database_id}@${r.slot.getTime()}`));
+}
+
 /** Databases with done backups: retention looks at each. */
 export async function databasesWithDoneBackups(q: Queryable): Promise<string[]> {
   const { rows } = await q.query<{ database_id: string }>(

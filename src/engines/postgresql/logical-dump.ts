@@ -49,6 +49,18 @@ export async function dumpProgress(archive: string): Promise<number> {
 }
 
 export async function dumpToArchive(req: DumpRequest): Promise<{ sizeBytes: number }> {
+  try {
+    return await dumpOnce(req);
+  } catch (err) {
+    // A failed try leaves nothing behind (a killed one does: the next try starts clean).
+    const f = dumpFiles(req.archive);
+    for (const p of [f.partial, f.work])
+      await fs.rm(p, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function dumpOnce(req: DumpRequest): Promise<{ sizeBytes: number }> {
   const f = dumpFiles(req.archive);
   if (!req.archive.endsWith(".tar.gz") || !/^[A-Za-z0-9_.-]+$/.test(req.name)) {
     throw new CommandFailedError("pg_dump", `refusing archive ${req.archive} named ${req.name}`);
