@@ -252,6 +252,8 @@ async function checkConnection(deps: Deps, db: Database): Promise<string | null>
     ssl: { ca: deps.pki.ca(db.region).certPem, rejectUnauthorized: true },
     connectionTimeoutMillis: 5000,
   });
+  // A session the gateway cuts (failover) also emits 'error': unheard, it would crash the controller.
+  client.on("error", () => undefined);
   try {
     await client.connect();
     await client.query("SELECT 1");
