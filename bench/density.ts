@@ -4,6 +4,7 @@
 // end. Stops by itself (a provisioning budget, bounded waits) and removes all it made.
 // Usage: npx tsx bench/density.ts [--count=300 | --quick] [--concurrency=25] [--settle-s=60]
 //                   [--budget-min=15] [--max-failures=10] [--plan=postgresql-starter-512]
+//                   [--profile-at=N [--profile-s=40]]  (CPU profile of the agent once N run)
 import os from "node:os";
 import { loadConfig } from "../src/config.ts";
 import { findPlan } from "../src/domain/catalog.ts";
@@ -18,6 +19,8 @@ import {
   type Provisioned,
 } from "./support/cellar.ts";
 import { instancesMemory, processMemory } from "./support/memory.ts";
+import { printSummary, profileProcess } from "./support/density-profile.ts";
+import { processCpuSeconds, watchHeartbeats } from "./support/density-watch.ts";
 import {
   cleanupOnSignal,
   intFlag,
@@ -39,6 +42,8 @@ const BUDGET_MS = intFlag(flags, "budget-min", 15) * 60_000;
 // A saturated host fails more and more: stop adding databases once this many failed.
 const MAX_FAILURES = intFlag(flags, "max-failures", 10);
 const PLAN_ID = flags.get("plan") ?? "postgresql-starter-512";
+const PROFILE_AT = flags.has("profile-at") ? intFlag(flags, "profile-at", 0) : null;
+const PROFILE_S = intFlag(flags, "profile-s", 40);
 const OVERCOMMIT = 8;
 const SUBNET = 92;
 const HOST = "bench-dens-s1";
@@ -58,6 +63,20 @@ interface Tracked {
   /** Every add-on created (deleted at the end, running or not). */
   created: Array<{ app: string; addonId: string }>;
   running: Provisioned[];
+  profiling?: Promise<void>;
+}
+
+/** A CPU profile of the agent while provisioning goes on (where its main thread's time goes). */
+async function profileAgent(c: BenchCellar): Promise<void> {
+  const pid = c.fleet.processOf(HOST)?.pid;
+  if (!pid) return;
+  const out = `${os.tmpdir()}/density-agent-${Date.now()}.cpuprofile`;
+  console.log(`  profiling the agent for ${PROFILE_S} s (${out})`);
+  try {
+    printSummary(await profileProcess(pid, PROFILE_S, out));
+  } catch (err) {
+    console.log(`  profile failed: ${(err as Error).message}`);
+  }
 }
 
 async function provisionAll(c: BenchCellar, t: Tracked) {
@@ -82,6 +101,7 @@ async function provisionAll(c: BenchCellar, t: Tracked) {
         const s = (performance.now() - t0) / 1000;
         console.log(`  ${t.running.length} running after ${s.toFixed(0)} s`);
       }
+      if (t.running.length === PROFILE_AT) t.profiling = profileAgent(c);
     } catch (err) {
       // Cut short by the end of the budget: not a failure of the database itself.
       if (performance.now() - t0 > BUDGET_MS) unfinished++;
@@ -125,6 +145,7 @@ async function main(): Promise<void> {
   const unregister = cleanupOnSignal(cleanup);
   const availableBefore = memAvailableBytes();
   const load = sampleLoad();
+  const heartbeats = watchHeartbeats(cellar.controller.deps.db, HOST);
   try {
     console.log(`provisioning (budget ${BUDGET_MS / 60_000} min)...`);
     const prov = await provisionAll(cellar, tracked);
@@ -136,15 +157,19 @@ async function main(): Promise<void> {
         `p50 ${ms(percentile(latencies, 50))}, p95 ${ms(percentile(latencies, 95))}`,
     );
     for (const f of prov.failures.slice(0, 10)) console.log(`  failed: ${f}`);
+    await tracked.profiling;
 
     console.log(`idle for ${SETTLE_S} s before measuring (CPU of the instances is counted meanwhile)...`);
+    const agentPid = cellar.fleet.processOf(HOST)?.pid;
     const cpuBefore = await sandboxesCpuSeconds(HOST);
+    const agentCpuBefore = agentPid ? await processCpuSeconds(agentPid) : null;
     const settleStart = performance.now();
     await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
     const cpuAfter = await sandboxesCpuSeconds(HOST);
-    const idleCpu = (cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / ((performance.now() - settleStart) / 1000);
+    const agentCpuAfter = agentPid ? await processCpuSeconds(agentPid) : null;
+    const settledS = (performance.now() - settleStart) / 1000;
+    const idleCpu = (cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / settledS;
     const mem = await instancesMemory(stateDir);
-    const agentPid = cellar.fleet.processOf(HOST)?.pid;
     const agentMem = agentPid ? await processMemory(agentPid) : null;
     const availableDrop = availableBefore - memAvailableBytes();
 
@@ -155,6 +180,7 @@ async function main(): Promise<void> {
       );
     });
     const l = load.stop();
+    const hb = heartbeats.stop();
 
     // Failed add-ons may still have processes: divide by the nodes actually found.
     const n = mem.nodes;
@@ -182,6 +208,17 @@ async function main(): Promise<void> {
         "includes page tables, page cache and everything else on the machine)",
     );
     if (agentMem) console.log(`host agent process: PSS ${mib(agentMem.pss)}`);
+    if (agentCpuBefore && agentCpuAfter) {
+      const own = (agentCpuAfter.own - agentCpuBefore.own) / settledS;
+      const children = (agentCpuAfter.children - agentCpuBefore.children) / settledS;
+      console.log(
+        `host agent CPU while idle: ${(own * 100).toFixed(1)}% of one vCPU itself, ` +
+          `${(children * 100).toFixed(1)}% in the commands it ran`,
+      );
+    }
+    console.log(
+      `heartbeats: longest silence ${hb.maxSilenceS.toFixed(1)} s; host marked unreachable ${hb.unreachable} times`,
+    );
     console.log(
       `idle CPU of the ${cpuAfter.sandboxes} node sandboxes: ${(idleCpu * 100).toFixed(1)}% of one vCPU in all, ` +
         `${((idleCpu * 100) / Math.max(1, cpuAfter.sandboxes)).toFixed(2)}% per database`,
@@ -193,6 +230,7 @@ async function main(): Promise<void> {
       `load average (1 min) during the run: min ${l.min.toFixed(2)}, mean ${l.mean.toFixed(2)}, max ${l.max.toFixed(2)}`,
     );
   } finally {
+    heartbeats.stop();
     await cleanup();
     unregister();
   }

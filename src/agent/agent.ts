@@ -1,11 +1,12 @@
 // The host agent: registers its host, long-polls the instances the controller wants here,
-// converges each one through the engine driver, and reports what it observes.
+// converges each one through the engine driver, and reports what it observes (heartbeats.ts).
 // Convergence is idempotent, so an agent killed at any point simply converges again.
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log.ts";
 import { ControllerClient, ControllerError } from "./controller-client.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+import { Heartbeats } from "./heartbeats.ts";
 import { DEFAULT_RETRY_POLICY, RetryBackoff, type RetryPolicy } from "./retry-backoff.ts";
 
 export interface AgentOptions {
@@ -31,9 +32,11 @@ export interface AgentOptions {
 const ORPHAN = "orphan";
 /** What the controller asks of an instance: a change of it retries a failed instance at once. */
 const askOf = (inst: DesiredInstance) => `${inst.specGeneration}:${inst.desiredState}`;
-
-/** Lines of a node's log sent when the controller asks for them. */
-const LOG_TAIL_LINES = 1000;
+/**
+ * All the controller hands over with an instance but its spec (which changes with its
+ * generation), e.g. a switchover order: a change of it is work for the instance.
+ */
+const settledKeyOf = (inst: DesiredInstance) => JSON.stringify({ ...inst, spec: undefined });
 
 interface DesiredResponse {
   version: string;
@@ -51,17 +54,34 @@ interface DesiredResponse {
 export class Agent {
   private stopped = false;
   private desired = new Map<string, DesiredInstance>();
-  private observed = new Map<string, Observation>();
   private version = "";
-  private converging: Promise<void> | null = null;
-  private again = false;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
   private pollAbort: Promise<void> | null = null;
   private readonly retries: RetryBackoff;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Convergences and orphan removals under way, one per instance id at most. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Instances kicked while in flight: looked at again once their attempt ends. */
+  private readonly rerun = new Set<string>();
+  /** What each instance was last brought to (settledKeyOf); a change of it means work. */
+  private readonly settled = new Map<string, string>();
+  private sweep: { full: boolean } | null = null;
+  private readonly heartbeats: Heartbeats;
 
   constructor(private readonly opts: AgentOptions) {
     this.retries = new RetryBackoff(opts.retryPolicy ?? DEFAULT_RETRY_POLICY);
+    this.heartbeats = new Heartbeats({
+      intervalMs: opts.heartbeatMs ?? 2000,
+      controller: opts.controller,
+      driver: opts.driver,
+      log: opts.log,
+      instances: () => [...this.desired.values()],
+      observable: (inst) =>
+        !this.inFlight.has(inst.id) &&
+        inst.desiredState !== "deleted" &&
+        // A failed instance keeps its failure and message until its retry falls due.
+        !this.retries.waiting(inst.id, askOf(inst)),
+      onNeedsConverge: () => this.kickConverge(),
+    });
   }
 
   get log(): Logger {
@@ -70,17 +90,18 @@ export class Agent {
 
   async start(): Promise<void> {
     await this.register();
-    this.opts.driver.watch?.(() => this.kickConverge());
+    // Lost Patroni and the like: every instance is looked at again, as a full pass did.
+    this.opts.driver.watch?.(() => this.kickConverge({ full: true }));
     this.pollAbort = this.pollLoop();
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? 2000);
+    this.heartbeats.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.opts.driver.unwatch?.();
-    clearInterval(this.heartbeatTimer);
     clearTimeout(this.retryTimer);
-    await this.converging;
+    await this.heartbeats.stop();
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight.values()]);
   }
 
   private async register(): Promise<void> {
@@ -150,85 +171,125 @@ export class Agent {
     }
   }
 
-  /** Converges in the background; a kick during a pass schedules one more pass. */
-  kickConverge(): void {
+  /**
+   * Looks at the instances soon (kicks in the same tick are one look). Each instance that
+   * needs work starts converging on its own: a slow one holds up neither the others nor
+   * the heartbeats. `full` also re-converges the instances that seem settled (each driver
+   * call is then cheap for an instance already at its spec and running).
+   */
+  kickConverge(opts: { full?: boolean } = {}): void {
     // After stop, a late heartbeat or poll must not restart what stopAll is stopping.
     if (this.stopped) return;
-    if (this.converging) {
-      this.again = true;
+    if (this.sweep) {
+      this.sweep.full ||= opts.full === true;
       return;
     }
-    this.converging = (async () => {
-      do {
-        this.again = false;
-        await this.convergeAll();
-        await this.report().catch((err: Error) => this.log.warn("report failed", { err: err.message }));
-      } while (this.again && !this.stopped);
-    })()
-      .catch((err: Error) => this.log.error("converge failed", { err: err.message }))
-      .finally(() => {
-        this.converging = null;
-      });
+    const sweep = { full: opts.full === true };
+    this.sweep = sweep;
+    setImmediate(() => {
+      this.sweep = null;
+      this.convergeDue(sweep.full).catch((err: Error) =>
+        this.log.error("converge failed", { err: err.message }),
+      );
+    });
   }
 
-  private async convergeAll(): Promise<void> {
-    const { driver } = this.opts;
-    const desired = [...this.desired.values()];
+  private async convergeDue(full: boolean): Promise<void> {
+    if (this.stopped) return;
     // Anything on disk that the controller no longer knows is an orphan: remove it.
-    const local = await driver.listLocal();
+    const local = await this.opts.driver.listLocal();
     for (const id of local) {
-      if (this.desired.has(id) || !this.retries.due(id, ORPHAN)) continue;
-      try {
-        this.log.info("removing orphan instance", { inst: id });
-        await driver.remove(id);
-        this.observed.delete(id);
-        this.retries.succeeded(id);
-      } catch (err) {
-        // One orphan that resists must not hold up every other instance of the host.
-        const { failures, delayMs } = this.retries.failed(id, ORPHAN);
-        this.log.warn("cannot remove orphan instance", {
-          inst: id,
-          err: (err as Error).message,
-          failures,
-          retry_in_ms: delayMs,
-        });
-      }
+      if (this.desired.has(id) || this.inFlight.has(id) || !this.retries.due(id, ORPHAN)) continue;
+      this.launch(id, () => this.removeOrphan(id));
     }
-    this.retries.retain((id) => this.desired.has(id) || local.includes(id));
+    this.retries.retain((id) => this.desired.has(id) || local.includes(id) || this.inFlight.has(id));
+    for (const id of this.settled.keys()) if (!this.desired.has(id)) this.settled.delete(id);
     // etcd first (nodes of HA clusters need it), gateways after nodes (a gateway never
-    // points at a node not yet created).
+    // points at a node not yet created): each driver call starts in this order.
     const order = { etcd: 0, node: 1, gateway: 2 };
-    desired.sort((a, b) => order[a.kind] - order[b.kind]);
-    await Promise.all(desired.map((inst) => this.convergeOne(inst)));
+    const desired = [...this.desired.values()].sort((a, b) => order[a.kind] - order[b.kind]);
+    for (const inst of desired) {
+      if (this.inFlight.has(inst.id)) {
+        this.rerun.add(inst.id);
+        continue;
+      }
+      if (!full && !this.needsWork(inst)) continue;
+      this.launch(inst.id, () => this.convergeOne(inst));
+    }
     this.scheduleRetry();
+  }
+
+  /** Not yet brought to what is asked now, or last seen otherwise than asked. */
+  private needsWork(inst: DesiredInstance): boolean {
+    if (this.settled.get(inst.id) !== settledKeyOf(inst)) return true;
+    if (inst.desiredState !== "running") return false;
+    return this.heartbeats.observed.get(inst.id)?.status !== "running";
+  }
+
+  /** Runs `work` as the one thing in flight for `id`; reports and re-looks when it ends. */
+  private launch(id: string, work: () => Promise<void>): void {
+    const run = work()
+      .catch((err: Error) => this.log.error("converge failed", { inst: id, err: err.message }))
+      .finally(() => {
+        this.inFlight.delete(id);
+        this.heartbeats.reportSoon();
+        this.scheduleRetry();
+        if (this.rerun.delete(id)) this.kickConverge();
+      });
+    this.inFlight.set(id, run);
+  }
+
+  private async removeOrphan(id: string): Promise<void> {
+    try {
+      this.log.info("removing orphan instance", { inst: id });
+      await this.opts.driver.remove(id);
+      this.heartbeats.forget(id);
+      this.retries.succeeded(id);
+    } catch (err) {
+      // One orphan that resists must not hold up every other instance of the host.
+      const { failures, delayMs } = this.retries.failed(id, ORPHAN);
+      this.log.warn("cannot remove orphan instance", {
+        inst: id,
+        err: (err as Error).message,
+        failures,
+        retry_in_ms: delayMs,
+      });
+    }
   }
 
   /** One attempt on one instance, unless it failed recently and its back-off still runs. */
   private async convergeOne(inst: DesiredInstance): Promise<void> {
     const ask = askOf(inst);
     if (!this.retries.due(inst.id, ask)) return;
+    const heartbeats = this.heartbeats;
     let failure: string;
     try {
       if (inst.desiredState === "deleted") {
         await this.opts.driver.remove(inst.id);
-        this.observed.set(inst.id, removed(inst));
-        this.retries.succeeded(inst.id);
+        heartbeats.record(inst.id, removed(inst));
+        this.succeeded(inst);
         return;
       }
       const obs = await this.opts.driver.converge(inst);
-      this.observed.set(inst.id, obs);
+      heartbeats.record(inst.id, obs);
       if (inst.desiredState !== "running" || obs.status === "running") {
-        this.retries.succeeded(inst.id);
+        this.succeeded(inst);
         return;
       }
       failure = obs.message || `${inst.kind} is ${obs.status} after converging`;
     } catch (err) {
       failure = (err as Error).message;
     }
+    this.settled.delete(inst.id);
     const { failures, delayMs } = this.retries.failed(inst.id, ask);
     const message = `${failure} (attempt ${failures}, next in ${delayMs / 1000} s)`;
     this.log.warn("instance failed to converge", { inst: inst.id, err: message });
-    this.observed.set(inst.id, { status: "failed", message, role: "", observedGeneration: 0, usage: {} });
+    heartbeats.record(inst.id, { status: "failed", message, role: "", observedGeneration: 0, usage: {} });
+  }
+
+  private succeeded(inst: DesiredInstance): void {
+    this.retries.succeeded(inst.id);
+    this.settled.set(inst.id, settledKeyOf(inst));
   }
 
   /** Wakes convergence when the earliest back-off ends: a failed instance heals unattended. */
@@ -238,56 +299,6 @@ export class Agent {
     if (ms === null || this.stopped) return;
     this.retryTimer = setTimeout(() => this.kickConverge(), ms);
   }
-
-  private async heartbeat(): Promise<void> {
-    if (this.stopped) return;
-    // Observation refreshes status and usage; a node found down is converged again.
-    let needsConverge = false;
-    if (!this.converging) {
-      for (const inst of this.desired.values()) {
-        if (inst.desiredState === "deleted") continue;
-        // A failed instance keeps its failure and message until its retry falls due.
-        if (this.retries.waiting(inst.id, askOf(inst))) continue;
-        const obs = await this.opts.driver.observe(inst).catch((err: Error) => failed(err));
-        if (obs.status !== "running" && inst.desiredState === "running") needsConverge = true;
-        this.observed.set(inst.id, obs);
-      }
-    }
-    await this.report().catch((err: Error) => this.log.warn("report failed", { err: err.message }));
-    if (needsConverge) this.kickConverge();
-  }
-
-  private async report(): Promise<void> {
-    const instances = [...this.observed.entries()]
-      .filter(([id]) => this.desired.has(id))
-      .map(([id, o]) => ({
-        id,
-        status: o.status,
-        status_message: o.message,
-        role: o.role,
-        observed_generation: o.observedGeneration,
-        usage: o.usage,
-        ...(o.backup ? { backup: o.backup } : {}),
-      }));
-    const res = await this.opts.controller.request<{ logs_wanted?: unknown }>("POST", "/hosts/self/report", {
-      instances,
-    });
-    if (Array.isArray(res?.logs_wanted)) await this.sendLogTails(res.logs_wanted);
-  }
-
-  /** Agents have no listener: the controller asks for log tails in its answer to a report. */
-  private async sendLogTails(wanted: unknown[]): Promise<void> {
-    const { driver } = this.opts;
-    if (!driver.logTail) return;
-    const logs: Array<{ id: string; text: string }> = [];
-    for (const id of wanted) {
-      if (typeof id !== "string" || this.desired.get(id)?.kind !== "node") continue;
-      const text = await driver.logTail(id, LOG_TAIL_LINES).catch(() => null);
-      logs.push({ id, text: text ?? "" });
-    }
-    // One node per request: a tail may be a few hundred kilobytes.
-    for (const log of logs) await this.opts.controller.request("POST", "/hosts/self/logs", { logs: [log] });
-  }
 }
 
 const removed = (inst: DesiredInstance): Observation => ({
@@ -295,13 +306,5 @@ const removed = (inst: DesiredInstance): Observation => ({
   message: "",
   role: "",
   observedGeneration: inst.specGeneration,
-  usage: {},
-});
-
-const failed = (err: Error): Observation => ({
-  status: "failed",
-  message: err.message,
-  role: "",
-  observedGeneration: 0,
   usage: {},
 });

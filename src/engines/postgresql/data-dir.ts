@@ -3,8 +3,8 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { ensureDir, postgresUser, runCommand, runPgBinary } from "./command.ts";
-import { PG_OS_USER } from "./local-cluster.ts";
-import { giveNewIdentity } from "./pg-control.ts";
+import { PG_BIN_DIR, PG_OS_USER } from "./local-cluster.ts";
+import { withNewIdentity } from "./pg-control.ts";
 import { findProcessesUsing, signalProcess, waitFor } from "./process-watch.ts";
 import { SPARE_DATABASE } from "./roles.ts";
 import { queryOnce } from "./superuser.ts";
@@ -109,20 +109,47 @@ export class PgTemplate {
     }
   }
 
-  /** Copies the template to `target` (absent) with a fresh system identifier; returns it. */
+  /** The template's pg_control, read once (the template never changes once built). */
+  private controlFile: Promise<Buffer> | null = null;
+
+  /**
+   * Copies the template to `target` (absent) with a fresh system identifier; returns it.
+   * One process does the copy, the new pg_control and pg_resetwal: each process an agent
+   * starts blocks its event loop until the child has exec'd, which takes long on a busy
+   * host (spawns were half of a full host's agent time).
+   */
   async cloneInto(target: string): Promise<bigint> {
     await this.ensure();
     const owner = postgresUser();
     await ensureDir(target, 0o700, owner);
-    // pg_wal is left out (a third of the bytes): pg_resetwal below writes fresh WAL anyway.
-    const entries = (await fs.readdir(this.dataDir)).filter((e) => e !== "pg_wal");
-    // cp -a keeps the postgres owner and modes; reflink where the filesystem allows.
+    this.controlFile ??= fs.readFile(path.join(this.dataDir, "global", "pg_control"));
+    const { id, control } = withNewIdentity(await this.controlFile);
+    const newControl = path.join(target, NEW_CONTROL);
+    await fs.writeFile(newControl, control, { mode: 0o600 });
+    if (owner) await fs.chown(newControl, owner.uid, owner.gid);
+    // pg_wal is left out (a third of the bytes): pg_resetwal writes fresh WAL anyway; and
+    // postmaster.opts, from the template's one short run, means nothing in a new instance.
+    const entries = (await fs.readdir(this.dataDir)).filter((e) => e !== "pg_wal" && e !== "postmaster.opts");
     const sources = entries.map((e) => path.join(this.dataDir, e));
-    await runCommand("cp", ["-a", "--reflink=auto", ...sources, target]);
-    await ensureDir(path.join(target, "pg_wal"), 0o700, owner);
-    await ensureDir(path.join(target, "pg_wal", "archive_status"), 0o700, owner);
-    // Files of the template's one short run that mean nothing in a new instance.
-    await fs.rm(path.join(target, "postmaster.opts"), { force: true });
-    return giveNewIdentity(target);
+    const resetwal = path.join(PG_BIN_DIR, "pg_resetwal");
+    await runCommand("/bin/sh", ["-c", CLONE_SCRIPT, "cellar-clone", resetwal, target, ...sources], {
+      as: owner,
+    });
+    return id;
   }
 }
+
+/** The new pg_control waits in the clone's top directory until the copy is done. */
+const NEW_CONTROL = "pg_control.new";
+
+// $1 = pg_resetwal, $2 = the clone, then the template's entries. As the postgres user:
+// cp -a keeps modes and the owner; reflink where the filesystem allows. No -f for
+// pg_resetwal: it refuses a data dir that was not shut down cleanly, which is our guard.
+const CLONE_SCRIPT = [
+  "set -e",
+  'resetwal="$1"; target="$2"; shift 2',
+  'cp -a --reflink=auto "$@" "$target"',
+  'mkdir -m 700 "$target/pg_wal" "$target/pg_wal/archive_status"',
+  `mv "$target/${NEW_CONTROL}" "$target/global/pg_control"`,
+  'exec "$resetwal" -D "$target"',
+].join("\n");

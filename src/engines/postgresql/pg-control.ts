@@ -3,11 +3,8 @@
 // tell clusters apart, and the SCRAM mock-authentication nonce. PostgreSQL 15's
 // pg_resetwal cannot set the identifier, so we rewrite it in global/pg_control, then let
 // pg_resetwal write fresh WAL stamped with it (WAL page headers carry the identifier too;
-// pg_upgrade runs pg_resetwal on fresh clusters the same way).
+// pg_upgrade runs pg_resetwal on fresh clusters the same way). data-dir.ts does both.
 import { randomBytes } from "node:crypto";
-import fs from "node:fs/promises";
-import path from "node:path";
-import { runPgBinary } from "./command.ts";
 import { CommandFailedError } from "./errors.ts";
 
 const CRC32C_TABLE = (() => {
@@ -50,18 +47,17 @@ export function readSystemIdentifier(control: Buffer): bigint {
   return control.readBigUInt64LE(0);
 }
 
-/** Rewrites identifier and nonce of a cleanly shut-down data dir, then resets its WAL. */
-export async function giveNewIdentity(dataDir: string): Promise<bigint> {
-  const file = path.join(dataDir, "global", "pg_control");
-  const control = await fs.readFile(file);
-  const crcOffset = findCrcOffset(control);
+/**
+ * A copy of a cleanly shut-down cluster's pg_control with a new system identifier and
+ * nonce (and its CRC). pg_resetwal must run on the data dir afterwards: it writes fresh
+ * WAL stamped with the new identifier.
+ */
+export function withNewIdentity(control: Buffer): { id: bigint; control: Buffer } {
+  const copy = Buffer.from(control);
+  const crcOffset = findCrcOffset(copy);
   const id = newSystemIdentifier();
-  control.writeBigUInt64LE(id, 0);
-  randomBytes(NONCE_LENGTH).copy(control, crcOffset - NONCE_LENGTH);
-  control.writeUInt32LE(crc32c(control.subarray(0, crcOffset)), crcOffset);
-  // In place (same inode, owner and mode): the file is only ever read by pg_resetwal next.
-  await fs.writeFile(file, control);
-  // No -f: pg_resetwal refuses a data dir that was not shut down cleanly, which is our guard.
-  await runPgBinary("pg_resetwal", ["-D", dataDir]);
-  return id;
+  copy.writeBigUInt64LE(id, 0);
+  randomBytes(NONCE_LENGTH).copy(copy, crcOffset - NONCE_LENGTH);
+  copy.writeUInt32LE(crc32c(copy.subarray(0, crcOffset)), crcOffset);
+  return { id, control: copy };
 }

@@ -23,10 +23,8 @@ export async function processCommandLine(pid: number): Promise<string[] | null> 
 /** Live processes whose title (argv[0]) starts with `prefix`, e.g. a cluster's "postgres: inst-x: ". */
 export async function livePidsTitled(prefix: string): Promise<number[]> {
   const found: number[] = [];
-  for (const name of await fs.readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const argv = await processCommandLine(Number(name));
-    if (argv?.[0]?.startsWith(prefix) && (await isProcessAlive(Number(name)))) found.push(Number(name));
+  for (const { pid, argv } of await scans.fresh()) {
+    if (argv[0]?.startsWith(prefix) && (await isProcessAlive(pid))) found.push(pid);
   }
   return found;
 }
@@ -63,12 +61,11 @@ export async function waitFor(
 
 /** Live processes running `bin` with `arg` among their arguments (scan of /proc). */
 export async function findProcesses(bin: string, arg: string): Promise<number[]> {
-  const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
-  const matches = await inBatches(pids, async (pid) => {
-    const cmdline = await processCommandLine(pid);
-    return cmdline?.[0] === bin && cmdline.includes(arg) && (await isProcessAlive(pid));
-  });
-  return pids.filter((_, i) => matches[i]);
+  const found: number[] = [];
+  for (const { pid, argv } of await scans.fresh()) {
+    if (argv[0] === bin && argv.includes(arg) && (await isProcessAlive(pid))) found.push(pid);
+  }
+  return found;
 }
 
 /**
@@ -83,6 +80,59 @@ async function inBatches<T>(items: T[], check: (item: T) => Promise<boolean>): P
   }
   return out;
 }
+
+interface ProcEntry {
+  pid: number;
+  argv: string[];
+}
+
+/** The command line of every process, read PROC_BATCH at a time. */
+async function scanProc(): Promise<ProcEntry[]> {
+  const pids = (await fs.readdir("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
+  const argvs: Array<string[] | null> = [];
+  for (let i = 0; i < pids.length; i += PROC_BATCH) {
+    argvs.push(...(await Promise.all(pids.slice(i, i + PROC_BATCH).map(processCommandLine))));
+  }
+  return pids.flatMap((pid, i) => {
+    const argv = argvs[i];
+    return argv ? [{ pid, argv }] : [];
+  });
+}
+
+/**
+ * Scans of /proc shared by concurrent callers. A full host starts or removes hundreds of
+ * gateways at once, and each looked for its HAProxy processes with a scan of its own
+ * (~2,000 processes, two reads each): removing a full host stalled on them. A caller
+ * joins a scan that starts after its call (never one already under way, which may have
+ * passed a process started just before), so what it finds is as fresh as its own scan.
+ */
+class ProcScans {
+  private running: Promise<ProcEntry[]> | null = null;
+  private queued: Promise<ProcEntry[]> | null = null;
+
+  fresh(): Promise<ProcEntry[]> {
+    if (this.queued) return this.queued;
+    if (!this.running) return this.begin();
+    const queued = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        return this.begin();
+      });
+    this.queued = queued;
+    return queued;
+  }
+
+  private begin(): Promise<ProcEntry[]> {
+    const scan: Promise<ProcEntry[]> = scanProc().finally(() => {
+      if (this.running === scan) this.running = null;
+    });
+    this.running = scan;
+    return scan;
+  }
+}
+
+const scans = new ProcScans();
 
 /**
  * Live processes working in `dir`: an argument naming it (or a path below it) or a current
