@@ -199,6 +199,12 @@ async function main(): Promise<void> {
       fs.rm(tmp, { recursive: true, force: true }),
     ));
   const unregister = cleanupOnSignal(cleanup);
+  // An 'error' event nobody listens to (in the in-process controller, say) would end the run
+  // with six agents and their daemons left behind: clean up first, then fail.
+  process.on("uncaughtException", (err) => {
+    console.error(`uncaught exception: ${err.stack ?? err.message}; cleaning up...`);
+    void cleanup().finally(() => process.exit(1));
+  });
   const load = sampleLoad();
   const failovers = new Map<string, FailoverRun[]>(SIDES.map((s) => [s.label, []]));
   const switchovers = new Map<string, SwitchoverRun[]>(SIDES.map((s) => [s.label, []]));
