@@ -1,7 +1,8 @@
 // Logical backups end to end, against real agents and PostgreSQL: a manual backup of a
 // Starter add-on is dumped by its host's agent, becomes done with its size, is downloaded
 // through its signed link as <name>.tar.gz, and pg_restore of its dump into a fresh
-// PostgreSQL recreates the data exactly.
+// PostgreSQL recreates the data exactly. An agent killed mid-dump: the backup is retried
+// and done. A Business cluster is dumped from its standby.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
@@ -12,6 +13,7 @@ import pg from "pg";
 import { LocalCluster } from "../../src/engines/postgresql/local-cluster.ts";
 import { connectVerified, freePort, startCluster, type Cluster } from "../support/cluster.ts";
 import { scratchDir } from "../engines/engine-fixtures.ts";
+import { killNow } from "../support/crash.ts";
 import { shortRunDir } from "../../src/main/agent-main.ts";
 
 const run = promisify(execFile);
@@ -162,6 +164,55 @@ describe("logical backups, end to end", () => {
     } finally {
       await restored.end();
     }
+  });
+
+  it("retries a dump whose agent was killed mid-way: never left running, no partial file served", async () => {
+    await source(async (c) => {
+      await c.query("CREATE TABLE bulk (id int PRIMARY KEY, payload text)");
+      await c.query("INSERT INTO bulk SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 250000) g");
+    });
+    const post = await dbApi("POST", `/databases/${addonId}/backups`);
+    assert.equal(post.status, 201, JSON.stringify(post.json));
+    const id = post.json.database_backup.id as string;
+    const { rows } = await cl.controller.deps.db.query(
+      `SELECT h.name FROM instances i JOIN hosts h ON h.id = i.host_id WHERE i.database_id = $1 AND i.kind = 'node'`,
+      [addonId],
+    );
+    const host = rows[0].name as string;
+    const dir = path.join(cl.dataDir, "backups", "osc-fr1", "logical", addonId);
+    // The dump is under way once its work directory holds the dump file.
+    await cl.waitFor("the dump to be writing", async () => {
+      const names = await fs.readdir(path.join(dir, `${id}.tar.gz.work`)).catch(() => []);
+      return names.length > 0 ? true : undefined;
+    });
+    await killNow(cl.fleet.processOf(host)!);
+    // pg_dump dies with its agent: nothing is left writing the files of this backup.
+    await cl.waitFor("pg_dump to be gone", async () => {
+      const { stdout } = await run("ps", ["-eo", "args"]);
+      return stdout.includes(`${id}.tar.gz.work`) ? undefined : true;
+    });
+    const during = (await dbApi("GET", `/databases/${addonId}/backups/${id}`)).json.database_backup;
+    assert.equal(during.status, "running", "its lease has not lapsed yet");
+    const link = await dbApi("GET", `/databases/${addonId}/backups/${id}/archive`);
+    assert.equal(link.status, 409, "a backup that is not done is not served");
+    cl.fleet.startAgent(host);
+    const done = await cl.waitFor(
+      "the backup to be retried and done",
+      async () => {
+        const b = (await dbApi("GET", `/databases/${addonId}/backups/${id}`)).json.database_backup;
+        if (b.status === "error") throw new Error(`backup failed: ${b.error}`);
+        return b.status === "done" ? b : undefined;
+      },
+      180_000,
+    );
+    const row = (await cl.controller.deps.db.query("SELECT attempt FROM logical_backups WHERE id = $1", [id]))
+      .rows[0];
+    assert.equal(row.attempt, 2);
+    const files = (await fs.readdir(dir)).filter((n) => n.startsWith(id));
+    assert.deepEqual(files, [`${id}.tar.gz`]);
+    assert.equal((await fs.stat(path.join(dir, `${id}.tar.gz`))).size, done.size);
+    const { stdout } = await run("tar", ["-tzf", path.join(dir, `${id}.tar.gz`)]);
+    assert.equal(stdout.trim(), `${done.name}.pgsql`);
   });
 
   it("takes a Business cluster's backup from its standby", async () => {
