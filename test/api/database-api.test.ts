@@ -71,7 +71,9 @@ describe("database API: GET /api/databases/:id", () => {
     assert.equal(db.encryption_at_rest, false);
     assert.equal(db.cluster, false);
     assert.equal(db.current_operation_id, op.rows[0]!.id);
-    assert.equal(db.periodic_backups_enabled, false);
+    // Reference: daily logical backups are on by default (00:00 UTC here).
+    assert.equal(db.periodic_backups_enabled, true);
+    assert.deepEqual(db.periodic_backups_scheduled_at, [0]);
     assert.deepEqual(Object.keys(db.maintenance_window).sort(), [
       "duration_in_hour",
       "starting_hour_utc",
