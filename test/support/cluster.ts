@@ -127,7 +127,8 @@ export async function startCluster(opts: {
       );
       return rows[0].n === hosts.length ? true : undefined;
     },
-    60_000,
+    // Each agent is a process of its own: on a loaded 2-core machine they take a while to start.
+    120_000,
   );
 
   return {
