@@ -274,7 +274,7 @@ export class NodeBackups {
     }
     if (!t.info || Date.now() - t.infoAt > INFO_REFRESH_MS) await this.refreshInfo(t, br, signal);
     if (!t.restore) t.restore = await lastRestoreOutcome(this.stateFile(t.id));
-    let status = await readArchiveStatus(t.node.superuserConfig());
+    let status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
     this.publish(t, status);
     const reason = fullBackupDue(t.info!.backups, status.timeline, this.now(), t.spec.fullEveryHours);
     if (!reason) return;
@@ -283,7 +283,7 @@ export class NodeBackups {
     );
     t.failure = null;
     await this.refreshInfo(t, br, signal);
-    status = await readArchiveStatus(t.node.superuserConfig());
+    status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
     this.publish(t, status);
   }
 

@@ -119,6 +119,15 @@ describe("how far the archive reaches", () => {
     assert.equal(archiveStatusOf(row({ last_archived_wal: "00000002.history" })).archivedUntil, archived);
   });
 
+  it("reaches only the segment's completion when WAL waits: the push itself takes time", () => {
+    const completed = new Date("2026-01-01T11:58:58.500Z");
+    const busy = row({ insert_lsn: "0/5001000" });
+    assert.equal(archiveStatusOf(busy, completed).archivedUntil, completed);
+    // Never later than the archiver's own time, and caught up still reaches now.
+    assert.equal(archiveStatusOf(busy, new Date("2026-01-01T11:59:30Z")).archivedUntil, archived);
+    assert.equal(archiveStatusOf(row({}), completed).archivedUntil, now);
+  });
+
   it("says when archiving fails, and has no reach before a first archive", () => {
     const failing = archiveStatusOf(
       row({
