@@ -49,6 +49,7 @@ export async function recordOutcome(
     }
     if (outcome.status === "done") {
       const done = await markDone(q, job.id, outcome.sizeBytes);
+      deps.log.info("logical backup done", { db: done.databaseId, backup: done.id, bytes: done.sizeBytes });
       await backupEvent(deps, q, done, "database_backup_succeeded");
       await applyRetention(deps, q, done.databaseId);
       return true;
@@ -82,6 +83,10 @@ async function failed(
   timing: JobTiming,
 ): Promise<void> {
   const after = await failOrRetry(q, job.id, error, timing);
+  if (after) {
+    const next = after.status === "error" ? "failed for good" : `retried (try ${after.attempt + 1})`;
+    deps.log.warn(`logical backup ${next}: ${error}`, { db: after.databaseId, backup: after.id });
+  }
   if (after?.status === "error" && !after.expiredAt) {
     await backupEvent(deps, q, after, "database_backup_failed");
   }

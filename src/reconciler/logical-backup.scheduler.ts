@@ -110,7 +110,13 @@ async function schedulePeriodic(deps: Deps): Promise<void> {
 async function removeExpired(deps: Deps): Promise<void> {
   const touched = new Set<string>();
   for (const b of await expiredToRemove(deps.db, REMOVE_BATCH)) {
-    await removeArchive(b.filePath);
+    try {
+      await removeArchive(b.filePath);
+    } catch (err) {
+      // One file that resists (a volume gone read-only) must not stop the others: next tick.
+      deps.log.warn("cannot remove a logical backup's file", { backup: b.id, err: (err as Error).message });
+      continue;
+    }
     await deleteLogicalBackupRow(deps.db, b.id);
     touched.add(b.databaseId);
   }
