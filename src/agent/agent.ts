@@ -60,7 +60,9 @@ export class Agent {
   private retryTimer: NodeJS.Timeout | undefined;
   /** Convergences and orphan removals under way, one per instance id at most. */
   private readonly inFlight = new Map<string, Promise<void>>();
-  /** Instances kicked while in flight: looked at again once their attempt ends. */
+  /** What each instance in flight was launched for (settledKeyOf). */
+  private readonly launchedFor = new Map<string, string>();
+  /** Instances in flight whose ask changed (or a full look came): looked at again once done. */
   private readonly rerun = new Set<string>();
   /** What each instance was last brought to (settledKeyOf); a change of it means work. */
   private readonly settled = new Map<string, string>();
@@ -210,10 +212,11 @@ export class Agent {
     const desired = [...this.desired.values()].sort((a, b) => order[a.kind] - order[b.kind]);
     for (const inst of desired) {
       if (this.inFlight.has(inst.id)) {
-        this.rerun.add(inst.id);
+        if (full || this.launchedFor.get(inst.id) !== settledKeyOf(inst)) this.rerun.add(inst.id);
         continue;
       }
       if (!full && !this.needsWork(inst)) continue;
+      this.launchedFor.set(inst.id, settledKeyOf(inst));
       this.launch(inst.id, () => this.convergeOne(inst));
     }
     this.scheduleRetry();
@@ -232,6 +235,7 @@ export class Agent {
       .catch((err: Error) => this.log.error("converge failed", { inst: id, err: err.message }))
       .finally(() => {
         this.inFlight.delete(id);
+        this.launchedFor.delete(id);
         this.heartbeats.reportSoon();
         this.scheduleRetry();
         if (this.rerun.delete(id)) this.kickConverge();
@@ -295,7 +299,8 @@ export class Agent {
   /** Wakes convergence when the earliest back-off ends: a failed instance heals unattended. */
   private scheduleRetry(): void {
     clearTimeout(this.retryTimer);
-    const ms = this.retries.nextDueInMs();
+    // An instance being tried now is not waited for: its end looks again if need be.
+    const ms = this.retries.nextDueInMs((id) => this.inFlight.has(id));
     if (ms === null || this.stopped) return;
     this.retryTimer = setTimeout(() => this.kickConverge(), ms);
   }

@@ -46,8 +46,8 @@ export class Heartbeats {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.soonTimer);
+    // A report in flight is not waited for: the controller may be gone (its timeout is 40 s).
     await this.observing;
-    await this.reporting?.done;
   }
 
   get observed(): ReadonlyMap<string, Observation> {

@@ -63,10 +63,15 @@ export class RetryBackoff {
     for (const id of this.entries.keys()) if (!keep(id)) this.entries.delete(id);
   }
 
-  /** Milliseconds until the earliest retry falls due, or null when nothing waits. */
-  nextDueInMs(): number | null {
+  /**
+   * Milliseconds until the earliest retry falls due, or null when nothing waits. `skip`
+   * leaves out instances being tried right now (their due retry is under way).
+   */
+  nextDueInMs(skip: (id: string) => boolean = () => false): number | null {
     let next: number | null = null;
-    for (const e of this.entries.values()) next = next === null ? e.retryAt : Math.min(next, e.retryAt);
+    for (const [id, e] of this.entries) {
+      if (!skip(id)) next = next === null ? e.retryAt : Math.min(next, e.retryAt);
+    }
     return next === null ? null : Math.max(0, next - this.now());
   }
 }

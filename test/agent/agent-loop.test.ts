@@ -98,6 +98,8 @@ class FakeDriver implements InstanceDriver {
   running = new Set<string>();
   held = new Map<string, { release: () => void; done: Promise<void> }>();
   local = new Set<string>();
+  failNext = new Set<string>();
+  listings = 0;
 
   hold(id: string): void {
     let release = () => {};
@@ -113,6 +115,7 @@ class FakeDriver implements InstanceDriver {
   async converge(inst: DesiredInstance): Promise<Observation> {
     this.converges.set(inst.id, (this.converges.get(inst.id) ?? 0) + 1);
     this.local.add(inst.id);
+    if (this.failNext.delete(inst.id)) throw new Error("port taken");
     await this.held.get(inst.id)?.done;
     this.running.add(inst.id);
     return this.observe(inst);
@@ -137,6 +140,7 @@ class FakeDriver implements InstanceDriver {
   }
 
   listLocal(): Promise<string[]> {
+    this.listings++;
     return Promise.resolve([...this.local]);
   }
 }
@@ -252,6 +256,22 @@ describe("agent loop", () => {
     driver.running.delete("inst-a"); // its server died
     await until("a second convergence", () => driver.converges.get("inst-a") === 2);
     await until("running again", () => controller.lastStatus("inst-a") === "running");
+  });
+
+  it("retries a failed instance after its back-off, without spinning while the retry runs", async () => {
+    await startAgent();
+    driver.failNext.add("inst-a");
+    driver.hold("inst-a");
+    controller.set([inst("inst-a")]);
+    await agent.start();
+    await until("the retry to start", () => driver.converges.get("inst-a") === 2);
+    // The retry hangs while its back-off entry is due: the agent must not look again and
+    // again meanwhile (it once re-armed a 0 ms timer for it, a busy loop).
+    const before = driver.listings;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(driver.listings - before < 10, `${driver.listings - before} looks in 300 ms`);
+    driver.release("inst-a");
+    await until("running", () => controller.lastStatus("inst-a") === "running");
   });
 
   it("removes an orphan found on disk", async () => {
