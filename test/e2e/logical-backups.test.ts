@@ -14,6 +14,8 @@ import { LocalCluster } from "../../src/engines/postgresql/local-cluster.ts";
 import { connectVerified, freePort, startCluster, type Cluster } from "../support/cluster.ts";
 import { scratchDir } from "../engines/engine-fixtures.ts";
 import { killNow } from "../support/crash.ts";
+import { startSplitCluster, type SplitCluster } from "../support/controller-process.ts";
+import { addStarter } from "../support/crash-db.ts";
 import { shortRunDir } from "../../src/main/agent-main.ts";
 
 const run = promisify(execFile);
@@ -303,3 +305,79 @@ describe("logical backups, end to end", () => {
     assert.equal((await fetch(forged)).status, 403);
   });
 });
+
+describe("logical backups across a controller killed mid-dump", () => {
+  let cl: SplitCluster;
+
+  before(async () => {
+    cl = await startSplitCluster({
+      subnet: 73,
+      hosts: [{ name: "e2e-lb-c1", pool: "shared", az: "osc-fr1-a" }],
+    });
+  });
+  after(async () => cl?.close());
+
+  it("ends the backup done (or retried), never running for ever, once the controller is back", async () => {
+    const id = await addStarter((m, p, b) => cl.api(m, p, b), "dump-ctl-app");
+    const url = await waitUntilValue("the add-on to run", async () => {
+      const { rows } = await cl.db.query(
+        "SELECT value FROM variables WHERE database_id = $1 AND name = 'DATABASE_URL'",
+        [id],
+      );
+      return rows[0]?.value as string | undefined;
+    });
+    const c = await connectVerified(url, await cl.regionCa());
+    try {
+      await c.query("CREATE TABLE bulk (id int PRIMARY KEY, payload text)");
+      await c.query("INSERT INTO bulk SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 250000) g");
+    } finally {
+      await c.end();
+    }
+    const tok = await cl.api("POST", `/v1/apps/dump-ctl-app/addons/${id}/token`);
+    // The database API of the region, as region discovery gives it.
+    const dbApiBase = (await cl.api("GET", "/v1/regions")).json.regions[0].database_api as string;
+    const post = await fetch(`${dbApiBase}/api/databases/${id}/backups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tok.json.addon.token}` },
+    });
+    assert.equal(post.status, 201);
+    const backupId = (await post.json()).database_backup.id as string;
+    const dir = path.join(cl.dataDir, "backups", "osc-fr1", "logical", id);
+    await waitUntilValue("the dump to be writing", async () => {
+      const names = await fs.readdir(path.join(dir, `${backupId}.tar.gz.work`)).catch(() => []);
+      return names.length > 0 ? true : undefined;
+    });
+    await cl.controller.kill();
+    await cl.controller.start();
+    const final = await waitUntilValue(
+      "the backup to end",
+      async () => {
+        const { rows } = await cl.db.query(
+          "SELECT status, attempt, error FROM logical_backups WHERE id = $1",
+          [backupId],
+        );
+        return rows[0].status === "done" || rows[0].status === "error" ? rows[0] : undefined;
+      },
+      180_000,
+    );
+    assert.equal(final.status, "done", final.error);
+    assert.deepEqual(
+      (await fs.readdir(dir)).filter((n) => n.startsWith(backupId)),
+      [`${backupId}.tar.gz`],
+    );
+  });
+});
+
+async function waitUntilValue<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  ms = 120_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
