@@ -210,11 +210,12 @@ async function main(): Promise<void> {
   const switchovers = new Map<string, SwitchoverRun[]>(SIDES.map((s) => [s.label, []]));
   let watch: Awaited<ReturnType<ReturnType<typeof watchLeader>["stop"]>> | null = null;
   let bench = "";
+  const sides: HaTarget[] = [];
+  const refused = new Map<string, number>(SIDES.map((s) => [s.label, 0]));
   try {
     const catalog = await benchCatalog(tmp);
     // One side after the other: six agents and two controllers starting at once on a loaded
     // machine missed the hosts' 60 s readiness bound (load average 80 during one start).
-    const sides: HaTarget[] = [];
     for (const s of SIDES) sides.push(await startSide(s, catalog, (c) => cellars.push(c)));
     const ordered = (i: number) => (i % 2 === 0 ? sides : [...sides].reverse());
     // What the nodes cost doing nothing (Patroni's loop, the gateways' health checks, etcd).
@@ -235,9 +236,18 @@ async function main(): Promise<void> {
     }
     for (let i = 1; i <= ROUNDS; i++) {
       for (const t of ordered(i)) {
-        const [r, cpu] = await withCpu(t, () =>
+        const attempt = await withCpu(t, () =>
           switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES }),
-        );
+        ).catch((err: Error) => {
+          // Patroni refuses when it finds the candidate unfit (lagging, or too slow to answer
+          // on a loaded machine): a refusal, not a pause; counted apart, the round goes on.
+          if (!err.message.includes("answered 412")) throw err;
+          refused.set(t.label, refused.get(t.label)! + 1);
+          console.log(`switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: refused, ${err.message}`);
+          return null;
+        });
+        if (!attempt) continue;
+        const [r, cpu] = attempt;
         switchovers.get(t.label)!.push(r);
         console.log(
           `switchover ${String(i).padStart(2)} ${t.label.padEnd(16)}: POST at ${r.postedAt}, write pause ${ms(r.pauseMs).padStart(8)} (last write on the old leader at +${ms(r.lastOldMs)}${PHASES ? `, candidate primary at +${ms(r.promotedMs)}` : ""}), request ${ms(r.requestMs).padStart(8)}, ${r.failedInserts} failed inserts; ${cpu}`,
@@ -255,8 +265,11 @@ async function main(): Promise<void> {
       watch = await watcher.stop();
     }
     console.log(`pgbench done; ${cpu} (${uptime()})`);
-    if (LOGS_DIR) for (const t of sides) await keepLogs(t, LOGS_DIR);
   } finally {
+    // Kept even when a step failed: the logs are what explains it.
+    if (LOGS_DIR)
+      for (const t of sides)
+        await keepLogs(t, LOGS_DIR).catch((err: Error) => console.error(`keeping logs: ${err.message}`));
     const l = load.stop();
     console.log(
       `load average (1 min) during the run: min ${l.min.toFixed(2)}, mean ${l.mean.toFixed(2)}, max ${l.max.toFixed(2)}`,
@@ -294,7 +307,7 @@ async function main(): Promise<void> {
     console.log(
       `  POST -> last write on the old leader p50 ${p50(runs.map((r) => r.lastOldMs))}; ` +
         (PHASES ? `POST -> candidate's Patroni primary p50 ${p50(runs.map((r) => r.promotedMs))}; ` : "") +
-        `POST answered p50 ${p50(runs.map((r) => r.requestMs))}`,
+        `POST answered p50 ${p50(runs.map((r) => r.requestMs))}; ${refused.get(label)} refused by Patroni (412)`,
     );
   }
   console.log(
