@@ -46,7 +46,7 @@ describe("logical backups: API, agent jobs, downloads, schedule, retention", () 
       headers: { authorization: "Bearer tk-host-lb", "content-type": "application/json" },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-    return { status: res.status, json: (await res.json()) };
+    return { status: res.status, json: await res.json() };
   };
   const row = async (id: string) =>
     (await h.deps.db.query("SELECT * FROM logical_backups WHERE id = $1", [id])).rows[0];

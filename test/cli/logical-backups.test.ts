@@ -27,7 +27,7 @@ describe("cellar CLI: logical backups", () => {
       headers: { authorization: "Bearer tk-host-clilb", "content-type": "application/json" },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-    return (await res.json());
+    return await res.json();
   };
 
   before(async () => {
