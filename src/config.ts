@@ -63,6 +63,8 @@ export interface BackupConfig {
   archiveTimeoutS: number;
   /** How often agents check each node's archive (the recovery window's freshness). */
   checkEveryS: number;
+  /** Every full backup restored into a scratch instance and checked (CELLAR_BACKUP_VERIFY=off: not). */
+  verify: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -159,6 +161,7 @@ function backupConfig(env: NodeJS.ProcessEnv, dataDir: string): BackupConfig {
     fullEveryHours: intVar(env, "CELLAR_BACKUP_FULL_EVERY_HOURS", 168, 1, 24 * 365),
     archiveTimeoutS: intVar(env, "CELLAR_BACKUP_ARCHIVE_TIMEOUT_S", 30, 1, 3600),
     checkEveryS: intVar(env, "CELLAR_BACKUP_CHECK_EVERY_S", 60, 1, 3600),
+    verify: (env.CELLAR_BACKUP_VERIFY ?? "on") !== "off",
   };
 }
 

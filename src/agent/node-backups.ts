@@ -219,7 +219,7 @@ export class NodeBackups {
     const t = this.track(id, spec, node);
     if (running && !t.job && !t.restoring && this.now().getTime() >= t.nextAt) this.startCheck(t);
     // Between checks: a backup running would hold the stanza's lock the verdict is written under.
-    if (running && !t.job && !t.restoring && t.info) this.verifyNext(t);
+    if (running && !t.job && !t.restoring && t.info && spec.verify !== false) this.verifyNext(t);
     return t.report ? { ...t.report, restore: t.restore, failure: t.failure } : undefined;
   }
 

@@ -40,6 +40,8 @@ export async function nodeBackupSpec(
     fullEveryHours: cfg.fullEveryHours,
     archiveTimeoutS: cfg.archiveTimeoutS,
     checkEveryS: cfg.checkEveryS,
+    // Only when off: the specs of existing nodes stay as they were.
+    ...(cfg.verify ? {} : { verify: false }),
     ...(restore ? { restore: { id: restore.id, targetTime: restore.targetTime.toISOString() } } : {}),
     ...(seed?.fork ? { seed: seedSpec(seed, seed.fork) } : {}),
   };

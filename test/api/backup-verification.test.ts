@@ -146,6 +146,17 @@ describe("verified backups: verdicts on the backups, failure events", () => {
     assert.equal(b!.verification_status, "failed");
   });
 
+  it("asks nodes to verify by default; CELLAR_BACKUP_VERIFY=off turns it off", async () => {
+    const db = (await getDatabase(h.deps.db, dbId))!;
+    const on = await h.deps.db.tx((q) => nodeBackupSpec(q, h.deps, db));
+    assert.equal(on?.verify, undefined, "absent: verified (specs of existing nodes unchanged)");
+    const backup = { ...h.deps.config.backup, verify: false };
+    const off = await h.deps.db.tx((q) =>
+      nodeBackupSpec(q, { ...h.deps, config: { ...h.deps.config, backup } }, db),
+    );
+    assert.equal(off?.verify, false);
+  });
+
   it("is only for those who may access the database", async () => {
     assert.equal(await tokenOf(bob), undefined);
     const res = await h.call("GET", `/api/databases/${dbId}/pitr/backups`, {});

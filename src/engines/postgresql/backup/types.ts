@@ -17,6 +17,8 @@ export interface NodeBackupSpec {
   archiveTimeoutS: number;
   /** How often the agent looks at the archive and refreshes the recovery window. */
   checkEveryS: number;
+  /** false: full backups are not verified (absent: they are). */
+  verify?: boolean;
   /** A point-in-time restore in place, present while its operation runs. */
   restore?: { id: string; targetTime: string };
   /** A fork: the node's data comes from another database's backups, while it is provisioned. */
