@@ -48,6 +48,7 @@ interface DesiredResponse {
     spec: Record<string, unknown>;
     spec_generation: number;
     desired_state: DesiredInstance["desiredState"];
+    switchover?: DesiredInstance["switchover"];
   }>;
 }
 
@@ -160,6 +161,7 @@ export class Agent {
                 spec: i.spec,
                 specGeneration: i.spec_generation,
                 desiredState: i.desired_state,
+                ...(i.switchover ? { switchover: i.switchover } : {}),
               },
             ]),
           );

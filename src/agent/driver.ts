@@ -10,6 +10,8 @@ export interface DesiredInstance {
   spec: Record<string, unknown>;
   specGeneration: number;
   desiredState: "running" | "stopped" | "deleted";
+  /** A planned switchover of the node's cluster: its leader's agent asks Patroni for it. */
+  switchover?: { id: string; leader: string; candidate: string };
 }
 
 export interface Observation {

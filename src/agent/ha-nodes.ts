@@ -12,6 +12,19 @@ import { findProcessesUsing, signalProcess, waitFor } from "../engines/postgresq
 import type { Logger } from "../log.ts";
 import type { NodeSpec } from "../reconciler/instance-spec.ts";
 import type { Observation } from "./driver.ts";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { PatroniRest } from "../engines/postgresql/patroni-rest.ts";
+import { queryOnce } from "../engines/postgresql/superuser.ts";
+import type { SwitchoverOrder } from "../store/switchovers.store.ts";
+import {
+  applySettings,
+  ensureClusterRoles,
+  handOverToPatroni,
+  restartIfPending,
+  restOf,
+  takeBackFromPatroni,
+} from "./ha-changes.ts";
 
 const WATCH_MS = 250;
 /** A first bootstrap (initdb) or a replica's clone of a small database takes seconds. */
@@ -31,6 +44,8 @@ export class HaNodes {
   private readonly watched = new Map<string, Watched>();
   private timer: NodeJS.Timeout | undefined;
   private onLost: (() => void) | null = null;
+  /** Switchovers this agent already asked Patroni for (one attempt each). */
+  private readonly switchoversAsked = new Set<string>();
 
   constructor(private readonly log: Logger | null) {}
 
@@ -77,8 +92,11 @@ export class HaNodes {
     spec: NodeSpec & { ha: HaSpec },
     patroni: PatroniNode,
     ensureRoles: () => Promise<void>,
+    generation = 0,
   ): Promise<Observation> {
-    await patroni.ensure(spec.settings, spec.tls, { forceTls: spec.forceTls });
+    // Starter -> Business: Patroni adopts the node's running PostgreSQL and its data dir.
+    const handedOver = await handOverToPatroni(patroni.pg, spec.ha, this.log);
+    const { started } = await patroni.ensure(spec.settings, spec.tls, { forceTls: spec.forceTls });
     // Watched from the moment it runs: its pid file exists now.
     const entry = this.track(id, spec, patroni);
     entry.stopping = false;
@@ -91,7 +109,8 @@ export class HaNodes {
           if ((await patroni.patroniPid()) === null)
             throw new Error(`patroni of ${id} exited: ${await patroni.logTail()}`);
           state = await patroni.state();
-          return state?.state === "running";
+          // A data dir taken over is ready once Patroni holds the leader key for it.
+          return state?.state === "running" && (!handedOver || state.role === "leader");
         },
         RUNNING_TIMEOUT_MS,
         200,
@@ -105,17 +124,117 @@ export class HaNodes {
         usage: {},
       };
     }
-    // Roles are written on the leader; standbys receive them by replication.
-    if ((state as PatroniState | null)?.role === "leader") await ensureRoles();
+    try {
+      // Roles are written on the leader; standbys receive them by replication.
+      if ((state as PatroniState | null)?.role === "leader") {
+        await ensureClusterRoles(patroni.pg, spec.ha);
+        await ensureRoles();
+      }
+      // A running Patroni re-read its changed config: a standby restarts with new settings.
+      const rest = restOf(patroni.pg, spec.ha, spec.tls.caPem);
+      if (!started) await applySettings(patroni.pg, rest, spec.settings, generation, this.log);
+      // The adopted server still runs with a single node's start settings (no wal_log_hints
+      // for pg_rewind, archiving on): the one restart of the switch to a cluster.
+      if (handedOver) await restartIfPending(patroni.pg, rest, this.log);
+    } catch (err) {
+      return {
+        status: "failed",
+        message: (err as Error).message,
+        role: "",
+        observedGeneration: 0,
+        usage: {},
+      };
+    }
+    state = (await patroni.state()) ?? state;
     return this.observation(state, 0);
   }
 
-  async observe(id: string, spec: NodeSpec & { ha: HaSpec }, patroni: PatroniNode, applied: number) {
+  async observe(
+    id: string,
+    spec: NodeSpec & { ha: HaSpec },
+    patroni: PatroniNode,
+    applied: number,
+    switchover?: SwitchoverOrder,
+  ) {
     const alive = (await patroni.patroniPid()) !== null;
     // A restarted agent finds its running nodes here and watches them again.
     if (alive && !this.watched.has(id)) this.track(id, spec, patroni);
     const state = alive ? await patroni.state() : null;
+    if (switchover && state?.role === "leader") this.switchOver(id, spec, patroni, switchover);
     return this.observation(state, applied);
+  }
+
+  /**
+   * A planned switchover the controller asks of this leader: Patroni's REST API does it and
+   * answers once the candidate leads. In the background (it takes seconds); asked once.
+   */
+  private switchOver(
+    id: string,
+    spec: NodeSpec & { ha: HaSpec },
+    patroni: PatroniNode,
+    order: SwitchoverOrder,
+  ) {
+    if (order.leader !== spec.ha.member || this.switchoversAsked.has(order.id)) return;
+    this.switchoversAsked.add(order.id);
+    const started = performance.now();
+    this.log?.info("switching over", { inst: id, to: order.candidate, switchover: order.id });
+    const rest = restOf(patroni.pg, spec.ha, spec.tls.caPem);
+    // A checkpoint now leaves little for the demotion's own checkpoint and shutdown
+    // checkpoint to write: those happen while no write is accepted.
+    void queryOnce(patroni.pg.superuserConfig(), "CHECKPOINT", [], 30_000)
+      .catch(() => undefined)
+      .then(() => rest.switchover(order.leader, order.candidate))
+      .then(
+        (res) => {
+          const ms = Math.round(performance.now() - started);
+          if (res.status === 200) this.log?.info("switched over", { inst: id, to: order.candidate, ms });
+          else
+            this.log?.warn("switchover refused", {
+              inst: id,
+              status: res.status,
+              why: res.body.slice(0, 300),
+            });
+        },
+        (err: Error) => this.log?.warn("switchover failed", { inst: id, err: err.message }),
+      )
+      // The roles changed: converge and report now rather than at the next heartbeat.
+      .finally(() => this.onLost?.());
+  }
+
+  /**
+   * Business -> Starter: the node's spec has no HA section any more. When Patroni still runs
+   * it (found by its config file), it is paused and stopped without stopping PostgreSQL.
+   */
+  async release(id: string, pg: PostgresInstance): Promise<void> {
+    const configFile = path.join(pg.baseDir, "patroni.json");
+    const raw = await fs.readFile(configFile, "utf8").catch(() => null);
+    if (raw === null) return;
+    const entry = this.watched.get(id);
+    if (entry) entry.stopping = true;
+    const config = JSON.parse(raw) as {
+      restapi: { connect_address: string; cafile: string; authentication: { password: string } };
+    };
+    const restPort = Number(config.restapi.connect_address.split(":").at(-1));
+    const caPem = await fs.readFile(config.restapi.cafile, "utf8");
+    const rest = new PatroniRest(
+      pg.opts.listenAddress,
+      { restPort, restPassword: config.restapi.authentication.password },
+      caPem,
+    );
+    const patroni = new PatroniNode(pg, { restPort } as HaSpec, caPem, (a) => a);
+    const stopOnlyPatroni = async () => {
+      const pid = await patroni.patroniPid();
+      if (pid !== null) process.kill(pid, "SIGTERM");
+      await waitFor(
+        `patroni of ${id} to exit`,
+        async () => (await patroni.patroniPid()) === null,
+        30_000,
+        100,
+      );
+    };
+    await takeBackFromPatroni(pg, rest, stopOnlyPatroni, this.log);
+    this.forget(id);
+    await fs.rm(configFile, { force: true });
   }
 
   private observation(state: PatroniState | null, applied: number): Observation {

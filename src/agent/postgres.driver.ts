@@ -209,6 +209,8 @@ export class PostgresDriver implements InstanceDriver {
     );
     const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
     const pg = this.node(inst, spec, placement);
+    // Business -> Starter: Patroni hands the running server over before it is configured here.
+    await this.ha.release(inst.id, pg);
     await pg.ensureInitialised(await this.templateOrNone());
     const owner = postgresUser();
     await ensureDir(pg.tlsDir, 0o700, owner);
@@ -260,12 +262,17 @@ export class PostgresDriver implements InstanceDriver {
       const [cmd, ...args] = placement.wrap(argv);
       return wrapCommand(this.opts.runtime, sandbox, cmd!, args);
     });
-    const obs = await this.ha.converge(inst.id, spec, patroni, () =>
-      pg.ensureRoleAndDatabase({
-        user: spec.credentials.username,
-        password: spec.credentials.password,
-        database: spec.credentials.dbname,
-      }),
+    const obs = await this.ha.converge(
+      inst.id,
+      spec,
+      patroni,
+      () =>
+        pg.ensureRoleAndDatabase({
+          user: spec.credentials.username,
+          password: spec.credentials.password,
+          database: spec.credentials.dbname,
+        }),
+      inst.specGeneration,
     );
     if (obs.status !== "running") return obs;
     if (burst) await this.opts.runtime.updateLimits(sandbox, limits);
@@ -352,7 +359,7 @@ export class PostgresDriver implements InstanceDriver {
   ): Promise<Observation> {
     const meta = await this.readMeta(inst.id);
     const patroni = this.ha.node(this.node(inst, spec), spec, (a) => a);
-    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0);
+    const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
     const base = await this.observeNode(inst, spec);
     return { ...obs, usage: base.usage };
   }

@@ -5,6 +5,7 @@ import type { PlacementResult, Slot } from "../domain/placement.ts";
 import type { DcsState } from "./dcs.ts";
 import type { Phase } from "../store/databases.store.ts";
 import type { DesiredState, InstanceKind, InstanceStatus } from "../store/instances.store.ts";
+import { planHaChange, type HaAction, type SwitchoverObservation } from "./ha-plan.ts";
 
 export interface InstanceObservation {
   id: string;
@@ -16,6 +17,11 @@ export interface InstanceObservation {
   specGeneration: number;
   observedGeneration: number;
   desiredState: DesiredState;
+  /** Nodes of HA clusters: leader or follower, as their agent last reported. */
+  role?: string;
+  /** A node whose spec has Patroni run it. */
+  ha?: boolean;
+  ordinal?: number;
 }
 
 export interface DatabaseObservation {
@@ -37,6 +43,12 @@ export interface DatabaseObservation {
   model: ArchitectureModel;
   /** The region's DCS, looked at only when an HA cluster is about to be placed. */
   dcs: DcsState | null;
+  /** A planned switchover in flight (ha-plan.ts). */
+  switchover?: SwitchoverObservation | null;
+  /** Starter -> Business: where the standby and its gateway would go. */
+  growPlacement?: PlacementResult | null;
+  /** The cluster's etcd user still exists (to drop once it is a single node again). */
+  haClusterLeft?: boolean;
 }
 
 export type DatabaseStep =
@@ -47,7 +59,8 @@ export type DatabaseStep =
   | { kind: "place"; slots: Slot[]; dcsEndpoints?: string[] }
   | { kind: "delete-instances" }
   | { kind: "update-specs"; generation: number }
-  | { kind: "verify"; generation: number };
+  | { kind: "verify"; generation: number }
+  | { kind: "ha"; action: HaAction; progress: string };
 
 export interface DatabasePlan {
   step: DatabaseStep;
@@ -72,7 +85,7 @@ export const HA_RESIZE_NOT_YET_REASON =
 export const NO_HOST_REASON = "waiting for a host: no host agent has registered";
 
 /** Brings phase and reason to `phase`/`reason`, or waits if they already are. */
-function settle(
+export function settle(
   o: DatabaseObservation,
   phase: Exclude<Phase, "deleted">,
   reason: string,
@@ -134,16 +147,9 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
   }
   if (o.deleteRequested) return planDeletion(o);
 
-  // Why: a Starter node has no Patroni; more nodes next to it would be independent primaries.
-  const nodeCount = o.instances.filter((i) => i.kind === "node").length;
-  if (nodeCount > 0 && nodeCount > 1 !== o.planNodes > 1) {
-    return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
-  }
-  // Why: new sizes need a rolling restart with a switchover; a reload alone would leave
-  // shared_buffers and max_connections pending while the database looked updated.
-  if (nodeCount > 1 && o.instances.some((i) => i.specGeneration < o.generation)) {
-    return settle(o, "updating", HA_RESIZE_NOT_YET_REASON);
-  }
+  // Class switches, HA resizes and switchovers are rolled out step by step (ha-plan.ts).
+  const haChange = planHaChange(o);
+  if (haChange) return haChange;
 
   if (o.instances.length === 0) {
     if (o.planNodes > 1 && o.model === "dedicated")

@@ -14,6 +14,7 @@ import { reconcileBackups } from "./backup.reconciler.ts";
 import { createInstances, markRunningIfReachable, updateInstanceSpecs, type HaContext } from "./provision.ts";
 import { ensureHaSecrets, haSecrets } from "../store/dcs.store.ts";
 import { dropDcsUser, ensureDcsUser, ensureRegionDcs } from "./dcs.ts";
+import { applyHaStep, observeHaChange } from "./ha-operations.ts";
 
 export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseObservation | null> {
   const q: Queryable = deps.db;
@@ -46,6 +47,9 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
       specGeneration: i.specGeneration,
       observedGeneration: i.observedGeneration,
       desiredState: i.desiredState,
+      role: i.role,
+      ha: i.kind === "node" && i.spec.ha !== undefined,
+      ordinal: i.ordinal,
     })),
     placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,
     planNodes,
@@ -54,6 +58,7 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
       planNodes > 1 && db.model === "shared" && instances.length === 0 && !db.deleteRequestedAt
         ? await ensureRegionDcs(deps, db.region)
         : null,
+    ...(await observeHaChange(deps, db, instances, planNodes)),
   };
 }
 
@@ -117,6 +122,8 @@ async function applyStep(deps: Deps, id: string, step: DatabaseStep): Promise<st
       return null;
     case "verify":
       return markRunningIfReachable(deps, id, step.generation);
+    case "ha":
+      return applyHaStep(deps, id, step);
   }
 }
 

@@ -84,7 +84,7 @@ export interface HaContext {
 }
 
 /** The HA part of a node's spec: Patroni's identity, DCS access, replication credentials. */
-async function haSpecOf(
+export async function haSpecOf(
   deps: Deps,
   db: Database,
   plan: Plan,
@@ -188,8 +188,13 @@ export async function createInstances(
   });
 }
 
-/** Hands the current plan (a new generation) to every instance. */
-export async function updateInstanceSpecs(deps: Deps, databaseId: string, generation: number): Promise<void> {
+/** Hands the current plan (a new generation) to every instance, or to `only` these (a rolling update). */
+export async function updateInstanceSpecs(
+  deps: Deps,
+  databaseId: string,
+  generation: number,
+  only?: ReadonlySet<string>,
+): Promise<void> {
   await deps.db.tx(async (q) => {
     const db = await lockDatabase(q, databaseId);
     if (!db || db.generation !== generation) return;
@@ -203,7 +208,7 @@ export async function updateInstanceSpecs(deps: Deps, databaseId: string, genera
     );
     const ordinals = new Map(instances.filter((i) => i.kind === "node").map((i) => [i.id, i.ordinal]));
     for (const inst of instances) {
-      if (inst.specGeneration >= generation) continue;
+      if (inst.specGeneration >= generation || (only && !only.has(inst.id))) continue;
       let spec: object = { ...inst.spec, maxConnections: plan.maxConnections + 20 };
       if (inst.kind === "gateway") {
         spec = withGatewayNetwork(spec as GatewaySpecJson, net, inst.hostId, ordinals);

@@ -15,6 +15,8 @@ export interface Operation {
   status: OperationStatus;
   targetGeneration: number;
   error: string | null;
+  /** The step under way (a rolling resize's), set by the reconciler; empty otherwise. */
+  progress: string;
   createdAt: Date;
   finishedAt: Date | null;
 }
@@ -27,6 +29,7 @@ interface OperationRow {
   status: OperationStatus;
   target_generation: number;
   error: string | null;
+  progress: string;
   created_at: Date;
   finished_at: Date | null;
 }
@@ -39,6 +42,7 @@ const toOperation = (r: OperationRow): Operation => ({
   status: r.status,
   targetGeneration: r.target_generation,
   error: r.error,
+  progress: r.progress,
   createdAt: r.created_at,
   finishedAt: r.finished_at,
 });

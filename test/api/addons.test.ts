@@ -366,6 +366,7 @@ describe("add-ons API (Shared databases)", () => {
       "error",
       "finished_at",
       "id",
+      "progress",
       "status",
       "type",
     ]);

@@ -196,15 +196,23 @@ describe("planDatabase", () => {
       message: /placed/,
     },
     {
-      name: "a running Starter switched to Business keeps running its node and says why it is not updated",
-      obs: { phase: "running", generation: 2, observedGeneration: 1, planNodes: 2, instances: [inst()] },
+      name: "a running Dedicated Starter switched to Business keeps running its node and says why it is not updated",
+      obs: {
+        phase: "running",
+        generation: 2,
+        observedGeneration: 1,
+        planNodes: 2,
+        model: "dedicated",
+        instances: [inst()],
+      },
       step: { kind: "set-phase", phase: "updating", reason: CLASS_SWITCH_NOT_YET_REASON },
       requeue: WAIT_RECHECK_MS,
       message: /updating/,
     },
     {
-      name: "a Business cluster given a new size keeps serving and says why it is not resized yet",
+      name: "a Dedicated Business cluster given a new size keeps serving and says why it is not resized yet",
       obs: {
+        model: "dedicated",
         phase: "running",
         generation: 2,
         observedGeneration: 1,

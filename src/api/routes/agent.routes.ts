@@ -25,6 +25,11 @@ import { MAX_TAIL_BYTES, pendingLogRequests, saveLogTails } from "../../store/in
 import { enqueueReconcile } from "../../store/reconcile-queue.store.ts";
 import { getDatabase, scopeIdOf } from "../../store/databases.store.ts";
 import { recordEvent } from "../../store/events.store.ts";
+import {
+  switchoverInFlight,
+  switchoverOrders,
+  versionWithSwitchovers,
+} from "../../store/switchovers.store.ts";
 import { applyBackupReports } from "../../reconciler/backup-reports.ts";
 import { applyDcsReport, databasesWaitingInRegion, dcsMembersOfHost } from "../../store/dcs.store.ts";
 import type { Deps } from "../deps.ts";
@@ -130,7 +135,12 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
         ...(await instancesOfHost(deps.db, host.id)),
         ...(await dcsMembersOfHost(deps.db, host.id)),
       ];
-      const version = desiredVersion(instances);
+      // A planned switchover is handed to the nodes of its cluster (ha-nodes.ts acts on it).
+      const switchovers = await switchoverOrders(
+        deps.db,
+        instances.filter((i) => i.kind === "node").map((i) => i.databaseId),
+      );
+      const version = versionWithSwitchovers(desiredVersion(instances), switchovers.values());
       if (version !== known || Date.now() >= deadline) {
         return c.json({
           version,
@@ -142,6 +152,9 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
             spec: i.spec,
             spec_generation: i.specGeneration,
             desired_state: i.desiredState,
+            ...(i.kind === "node" && switchovers.has(i.databaseId)
+              ? { switchover: switchovers.get(i.databaseId) }
+              : {}),
           })),
         });
       }
@@ -203,6 +216,8 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
 async function recordPromotion(deps: Deps, databaseId: string, instanceId: string, hostName: string) {
   const db = await getDatabase(deps.db, databaseId);
   if (!db) return;
+  // A planned switchover to this node is recorded as database_switchover by the reconciler.
+  if ((await switchoverInFlight(deps.db, databaseId))?.candidateId === instanceId) return;
   deps.log.info("new leader", { db: databaseId, inst: instanceId, host: hostName });
   await recordEvent(deps.db, {
     appId: scopeIdOf(db),

@@ -16,6 +16,7 @@ export const operationJson = (o: Operation) => ({
   status: o.status,
   type: o.type,
   error: o.error,
+  progress: o.progress,
 });
 
 export function operationRoutes(deps: Deps, limiter: RateLimiter): Hono<Env> {

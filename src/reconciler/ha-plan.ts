@@ -1,0 +1,290 @@
+// Pure planning of the changes of a Shared HA cluster that the plain "hand every instance
+// its new spec" cannot do without downtime: a planned switchover in flight, a rolling
+// resize (standbys first, switchover, then the old leader), Starter -> Business (standby and
+// gateway added, then Patroni takes the existing data dir over) and Business -> Starter
+// (the kept node made leader, the standby removed, the leader turned back into a plain node).
+import type { HostView, Slot } from "../domain/placement.ts";
+import {
+  CLASS_SWITCH_NOT_YET_REASON,
+  HA_RESIZE_NOT_YET_REASON,
+  INSTANCE_RECHECK_MS,
+  settle,
+  type DatabaseObservation,
+  type DatabasePlan,
+  type InstanceObservation,
+} from "./database-plan.ts";
+
+/** A switchover not observed done in this long has failed (Patroni's own limit is ~30 s). */
+export const SWITCHOVER_TIMEOUT_MS = 60_000;
+/** How often a pass looks again while a switchover runs: roles arrive with reports (2 s). */
+export const SWITCHOVER_RECHECK_MS = 1_000;
+
+export interface SwitchoverObservation {
+  id: string;
+  leaderId: string;
+  candidateId: string;
+  /** Milliseconds since it was requested. */
+  ageMs: number;
+}
+
+/** Where the nodes dial the region's etcd cluster (from the host, from a namespace). */
+export interface DcsEndpoints {
+  endpoints: string[];
+  serviceEndpoints: string[];
+}
+
+/** What the HA steps do; applied by ha-operations.ts. */
+export type HaAction =
+  /** Hands the generation to these instances only (standbys and gateways before the leader). */
+  | { kind: "update-specs"; generation: number; instanceIds: string[] }
+  | { kind: "request-switchover"; leaderId: string; candidateId: string; reason: string }
+  | { kind: "finish-switchover"; switchoverId: string; candidateId: string }
+  | { kind: "fail-switchover"; switchoverId: string; error: string }
+  /** Starter -> Business: the standby and its gateway placed next to the existing node. */
+  | { kind: "grow"; generation: number; slots: Slot[]; dcs: DcsEndpoints }
+  /** Starter -> Business: Patroni takes the existing node over; gateways check /primary. */
+  | { kind: "convert-to-ha"; generation: number; dcs: DcsEndpoints }
+  /** Business -> Starter: the standbys and extra gateways go. */
+  | { kind: "remove-instances"; instanceIds: string[] }
+  /** Business -> Starter: the kept node runs without Patroni, its gateway without checks. */
+  | { kind: "convert-to-single"; generation: number }
+  /** Business -> Starter done: the cluster's etcd user and keys are dropped. */
+  | { kind: "drop-dcs" };
+
+const nodesOf = (o: DatabaseObservation) => o.instances.filter((i) => i.kind === "node");
+const isStale = (o: DatabaseObservation) => (i: InstanceObservation) => i.specGeneration < o.generation;
+const settled = (i: InstanceObservation) =>
+  i.status === "running" && i.observedGeneration >= i.specGeneration;
+const lowestOrdinal = (list: InstanceObservation[]) =>
+  [...list].sort((a, b) => (a.ordinal ?? 0) - (b.ordinal ?? 0))[0];
+
+function ha(action: HaAction, message: string, requeueAfterMs = 0): DatabasePlan {
+  return { step: { kind: "ha", action, progress: message }, message, requeueAfterMs };
+}
+
+function describe(i: InstanceObservation): string {
+  const what =
+    i.status === "running" && i.observedGeneration < i.specGeneration
+      ? `applying generation ${i.specGeneration}`
+      : i.statusMessage
+        ? `${i.status}: ${i.statusMessage}`
+        : i.status;
+  return `${i.kind} ${i.id} on ${i.hostName}: ${what}`;
+}
+
+/** The step for an HA change in progress, or null when the ordinary planning applies. */
+export function planHaChange(o: DatabaseObservation): DatabasePlan | null {
+  const nodes = nodesOf(o);
+  if (nodes.length === 0) return null;
+  if (o.model === "dedicated") return planDedicatedGuards(o, nodes);
+  if (o.switchover) return planSwitchoverInFlight(o, o.switchover);
+  const anyHa = nodes.some((n) => n.ha === true);
+  if (o.planNodes > 1) {
+    if (nodes.length > o.planNodes) return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
+    if (nodes.length < o.planNodes) return planGrow(o);
+    if (nodes.some((n) => n.ha !== true)) return planConvertToHa(o);
+    if (o.instances.some(isStale(o))) return planRollingUpdate(o, nodes);
+    return null;
+  }
+  if (nodes.length > 1 || anyHa) return planShrink(o, nodes);
+  if (o.haClusterLeft && nodes.every(settled) && !o.instances.some(isStale(o))) {
+    return ha({ kind: "drop-dcs" }, `${o.id} is a single node again: its etcd user and keys are dropped`);
+  }
+  return null;
+}
+
+/** Dedicated HA clusters are not run yet (the lead's work): say so rather than act. */
+function planDedicatedGuards(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan | null {
+  // Why: a Starter node has no Patroni; more nodes next to it would be independent primaries.
+  if (nodes.length > 1 !== o.planNodes > 1) return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
+  if (nodes.length > 1 && o.instances.some(isStale(o)))
+    return settle(o, "updating", HA_RESIZE_NOT_YET_REASON);
+  return null;
+}
+
+function planSwitchoverInFlight(o: DatabaseObservation, sw: SwitchoverObservation): DatabasePlan {
+  const candidate = o.instances.find((i) => i.id === sw.candidateId);
+  if (!candidate) {
+    const error = `candidate ${sw.candidateId} no longer exists`;
+    return ha({ kind: "fail-switchover", switchoverId: sw.id, error }, `${o.id} switchover failed: ${error}`);
+  }
+  // The candidate's own agent saying so is enough: the old leader's report may lag behind.
+  if (candidate.role === "leader") {
+    return ha(
+      { kind: "finish-switchover", switchoverId: sw.id, candidateId: candidate.id },
+      `${o.id} switched over: ${candidate.id} on ${candidate.hostName} is the leader`,
+    );
+  }
+  if (sw.ageMs > SWITCHOVER_TIMEOUT_MS) {
+    const error = `${candidate.id} was not the leader ${SWITCHOVER_TIMEOUT_MS / 1000} s after the request`;
+    return ha({ kind: "fail-switchover", switchoverId: sw.id, error }, `${o.id} switchover failed: ${error}`);
+  }
+  const reason = `switching over from ${sw.leaderId} to ${sw.candidateId} on ${candidate.hostName}`;
+  return settle(o, "updating", reason, SWITCHOVER_RECHECK_MS);
+}
+
+/**
+ * Resize: every instance but the leader first (standbys restart with the new settings,
+ * gateways reload), then a switchover to an up-to-date standby, then the old leader.
+ */
+function planRollingUpdate(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan {
+  const leaders = nodes.filter((n) => n.role === "leader");
+  if (leaders.length !== 1) {
+    const roles = nodes.map((n) => `${n.id} ${n.role || "no role"} (${n.status})`).join(", ");
+    return settle(
+      o,
+      "updating",
+      `waiting for one leader before the rolling update: ${roles}`,
+      INSTANCE_RECHECK_MS,
+    );
+  }
+  const leader = leaders[0]!;
+  // A node Patroni is taking over (Starter -> Business) leads once it runs its new spec.
+  if (!settled(leader)) {
+    return settle(
+      o,
+      "updating",
+      `rolling update: waiting for the leader ${describe(leader)}`,
+      INSTANCE_RECHECK_MS,
+    );
+  }
+  const others = o.instances.filter((i) => i.id !== leader.id);
+  const stale = others.filter(isStale(o));
+  if (stale.length > 0) {
+    const names = stale.map((i) => `${i.kind} ${i.id}`).join(", ");
+    return ha(
+      { kind: "update-specs", generation: o.generation, instanceIds: stale.map((i) => i.id) },
+      `${o.id} rolls generation ${o.generation} out to ${names} before the leader ${leader.id}`,
+    );
+  }
+  const waiting = others.find((i) => !settled(i));
+  if (waiting)
+    return settle(o, "updating", `rolling update: waiting for ${describe(waiting)}`, INSTANCE_RECHECK_MS);
+  const candidate = nodes.find((n) => n.id !== leader.id && n.role === "follower" && settled(n));
+  if (!candidate) {
+    return settle(
+      o,
+      "updating",
+      "rolling update: waiting for a running standby to switch over to",
+      INSTANCE_RECHECK_MS,
+    );
+  }
+  return ha(
+    { kind: "request-switchover", leaderId: leader.id, candidateId: candidate.id, reason: "resize" },
+    `${o.id} standbys run generation ${o.generation}: switching over from ${leader.id} to ${candidate.id}`,
+    SWITCHOVER_RECHECK_MS,
+  );
+}
+
+function dcsWait(o: DatabaseObservation): { plan: DatabasePlan } | { dcs: DcsEndpoints } {
+  if (!o.dcs)
+    return { plan: settle(o, "updating", "waiting for the region's etcd cluster", INSTANCE_RECHECK_MS) };
+  if (!o.dcs.ready) return { plan: settle(o, "updating", o.dcs.reason, INSTANCE_RECHECK_MS) };
+  return { dcs: { endpoints: o.dcs.endpoints, serviceEndpoints: o.dcs.serviceEndpoints } };
+}
+
+/** Starter -> Business, first half: the standby and its gateway, next to the serving node. */
+function planGrow(o: DatabaseObservation): DatabasePlan {
+  const wait = dcsWait(o);
+  if ("plan" in wait) return wait.plan;
+  const p = o.growPlacement;
+  if (!p || !p.ok) {
+    const why = p && !p.ok ? p.reason : "no placement computed";
+    return settle(o, "updating", `waiting for a host for the standby: ${why}`);
+  }
+  const hosts = [...new Set(p.slots.map((s) => s.hostId))].join(", ");
+  return ha(
+    { kind: "grow", generation: o.generation, slots: p.slots, dcs: wait.dcs },
+    `${o.id} becomes a cluster: standby and gateway placed on ${hosts}, then Patroni takes the node over`,
+  );
+}
+
+/**
+ * Starter -> Business, second half: the existing node gets its HA spec. Its gateway is
+ * updated afterwards by the rolling path, once Patroni leads (a gateway checking /primary
+ * earlier would mark the node down while Patroni starts).
+ */
+function planConvertToHa(o: DatabaseObservation): DatabasePlan {
+  const wait = dcsWait(o);
+  if ("plan" in wait) return wait.plan;
+  return ha(
+    { kind: "convert-to-ha", generation: o.generation, dcs: wait.dcs },
+    `${o.id} hands its running node to Patroni (its data dir kept)`,
+  );
+}
+
+/**
+ * Business -> Starter: the leader stays, so writes never pause for a switchover (the
+ * reference: "follower powered off"), with the gateway of the lowest ordinal (the URL).
+ */
+function planShrink(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan | null {
+  const keepGateway = lowestOrdinal(o.instances.filter((i) => i.kind === "gateway"));
+  if (nodes.length === 1) {
+    const keep = nodes[0]!;
+    const extras = o.instances.filter((i) => i.id !== keep.id && i.id !== keepGateway?.id);
+    if (extras.length > 0) return planRemoval(o, keep, extras);
+    if (keep.ha === true || o.instances.some(isStale(o))) {
+      return ha(
+        { kind: "convert-to-single", generation: o.generation },
+        `${o.id} runs ${keep.id} without Patroni again (its data dir kept)`,
+      );
+    }
+    return null;
+  }
+  const leaders = nodes.filter((n) => n.role === "leader");
+  if (leaders.length !== 1 || !settled(leaders[0]!)) {
+    const roles = nodes.map((n) => `${n.id} ${n.role || "no role"} (${n.status})`).join(", ");
+    return settle(o, "updating", `waiting for one running leader to keep: ${roles}`, INSTANCE_RECHECK_MS);
+  }
+  const keep = leaders[0]!;
+  return planRemoval(
+    o,
+    keep,
+    o.instances.filter((i) => i.id !== keep.id && i.id !== keepGateway?.id),
+  );
+}
+
+function planRemoval(o: DatabaseObservation, keep: InstanceObservation, extras: InstanceObservation[]) {
+  if (extras.every((i) => i.desiredState === "deleted")) {
+    return settle(o, "updating", `waiting for ${describe(extras[0]!)} to be removed`, INSTANCE_RECHECK_MS);
+  }
+  const names = extras.map((i) => `${i.kind} ${i.id}`).join(", ");
+  return ha(
+    { kind: "remove-instances", instanceIds: extras.map((i) => i.id) },
+    `${o.id} removes ${names}; the leader ${keep.id} keeps serving`,
+  );
+}
+
+/** Where a Starter's standby goes: another ready host of its node's AZ with room for the plan. */
+export function placeStandby(
+  current: { hostId: string },
+  hosts: HostView[],
+  req: { ramMb: number; storageGb: number; overcommit: number; nodeOrdinal: number; gatewayOrdinal: number },
+): { ok: true; slots: Slot[] } | { ok: false; reason: string } {
+  const home = hosts.find((h) => h.id === current.hostId);
+  if (!home) return { ok: false, reason: `the node's host ${current.hostId} is unknown` };
+  const fits = (h: HostView) =>
+    h.usedRamMb + req.ramMb <= h.capacityRamMb * req.overcommit &&
+    h.usedDiskGb + req.storageGb <= h.capacityDiskGb * req.overcommit;
+  const candidates = hosts
+    .filter((h) => h.id !== home.id && h.ready && h.pool === home.pool && h.region === home.region)
+    .filter((h) => h.az === home.az && fits(h))
+    .sort(
+      (a, b) =>
+        b.capacityRamMb - b.usedRamMb - (a.capacityRamMb - a.usedRamMb) || a.name.localeCompare(b.name),
+    );
+  const chosen = candidates[0];
+  if (!chosen) {
+    return {
+      ok: false,
+      reason: `no other ready host of AZ ${home.az} has ${req.ramMb} MB RAM and ${req.storageGb} GB disk free`,
+    };
+  }
+  return {
+    ok: true,
+    slots: [
+      { kind: "node", ordinal: req.nodeOrdinal, hostId: chosen.id },
+      { kind: "gateway", ordinal: req.gatewayOrdinal, hostId: chosen.id },
+    ],
+  };
+}
