@@ -20,6 +20,11 @@ export interface HaSpec {
   timing: HaTiming;
   /** The agent hands a dead node's leader key back at once (false: the TTL decides, as stock Patroni). */
   releaseLeaderOnLoss: boolean;
+  /**
+   * A standby added to a Starter's node: it must never bootstrap a cluster of its own
+   * (Patroni without a bootstrap section waits for a leader, then clones it).
+   */
+  joinOnly?: boolean;
 }
 
 export interface HaTiming {
@@ -109,24 +114,7 @@ export function renderPatroniConfig(
       username: ha.dcs.user,
       password: ha.dcs.password,
     },
-    bootstrap: {
-      dcs: {
-        ttl: ha.timing.ttl,
-        loop_wait: ha.timing.loopWait,
-        retry_timeout: ha.timing.retryTimeout,
-        maximum_lag_on_failover: MAXIMUM_LAG_ON_FAILOVER_BYTES,
-        synchronous_mode: ha.synchronous,
-        // Enterprise never acknowledges a commit that only the primary has, even alone.
-        synchronous_mode_strict: ha.synchronous,
-        postgresql: { use_pg_rewind: true, use_slots: true, parameters: global },
-      },
-      initdb: [
-        { encoding: "UTF8" },
-        { locale: "C.UTF-8" },
-        { "auth-local": "trust" },
-        { "auth-host": "scram-sha-256" },
-      ],
-    },
+    ...(ha.joinOnly ? {} : { bootstrap: bootstrapSection(ha, global) }),
     postgresql: {
       listen: address,
       connect_address: address,
@@ -153,6 +141,28 @@ export function renderPatroniConfig(
     tags: { nofailover: false, noloadbalance: false, clonefrom: false, nosync: false },
   };
   return `${JSON.stringify(config, null, 2)}\n`;
+}
+
+/** Patroni's bootstrap: the cluster's dynamic configuration and initdb's options. */
+function bootstrapSection(ha: HaSpec, global: Record<string, string | number>) {
+  return {
+    dcs: {
+      ttl: ha.timing.ttl,
+      loop_wait: ha.timing.loopWait,
+      retry_timeout: ha.timing.retryTimeout,
+      maximum_lag_on_failover: MAXIMUM_LAG_ON_FAILOVER_BYTES,
+      synchronous_mode: ha.synchronous,
+      // Enterprise never acknowledges a commit that only the primary has, even alone.
+      synchronous_mode_strict: ha.synchronous,
+      postgresql: { use_pg_rewind: true, use_slots: true, parameters: global },
+    },
+    initdb: [
+      { encoding: "UTF8" },
+      { locale: "C.UTF-8" },
+      { "auth-local": "trust" },
+      { "auth-host": "scram-sha-256" },
+    ],
+  };
 }
 
 /**
