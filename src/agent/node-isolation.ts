@@ -17,6 +17,7 @@ import {
   NODE_NET_RANGE,
   nodeNetNames,
   removeNodeNet,
+  routeHostServices,
 } from "../runtime/netns.ts";
 import { attachNode, checkVpcRange, ensureVpc, removeVpcIfUnused } from "../runtime/vpc.ts";
 import { prepareGatewayNetwork, releaseGatewayNetwork } from "./gateway-network.ts";
@@ -78,6 +79,11 @@ export class NodeIsolation {
     return spec.model === "dedicated";
   }
 
+  /** Whether nodes of this host get network namespaces (as root, with nsenter). */
+  async makesNetworks(): Promise<boolean> {
+    return (await this.hostFacts()).netns.ok;
+  }
+
   private hostFacts(): Promise<NodeIsolationFacts> {
     this.facts ??= this.opts.facts?.() ?? hostFacts();
     return this.facts;
@@ -109,6 +115,8 @@ export class NodeIsolation {
     const before = await this.readRecord(id);
     const net = await ensureNodeNet(id, before ? { preferSlot: before.slot } : {});
     const record: NetworkRecord = { ns: net.ns, slot: net.slot, innerAddress: net.innerAddress };
+    // An HA node's Patroni reaches the region's etcd members there.
+    if (spec.ha) await routeHostServices(net.ns, net.hostAddress);
     const vpc = spec.network?.vpc;
     if (vpc) {
       // Its range must not shadow the node's own link to the host, nor the public side.

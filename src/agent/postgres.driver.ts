@@ -13,6 +13,7 @@ import { cpuPercentBetween, type CpuSample } from "../domain/instance-views.ts";
 import type { GatewaySpecJson, NodeSpec } from "../reconciler/instance-spec.ts";
 import { sandboxNameFor } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
+import { ensureServiceAddress, removeServiceAddress } from "../runtime/netns.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
 import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
@@ -293,7 +294,7 @@ export class PostgresDriver implements InstanceDriver {
   private async convergeEtcd(inst: DesiredInstance, meta: Meta): Promise<Observation> {
     const spec = inst.spec as unknown as EtcdMemberSpec;
     const member = this.etcdMember(inst.id);
-    await member.ensure(spec);
+    await member.ensure(spec, await this.etcdServiceAddress(spec));
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     // Healthy needs a quorum: the other members start on their own hosts at the same time.
     await waitFor(
@@ -303,6 +304,14 @@ export class PostgresDriver implements InstanceDriver {
       250,
     ).catch(() => undefined);
     return this.observe(inst);
+  }
+
+  /** A loopback host's member also answers on its service address, for nodes in namespaces. */
+  private async etcdServiceAddress(spec: EtcdMemberSpec): Promise<{ serviceAddress?: string }> {
+    const service = spec.serviceAddress;
+    if (!service || service === spec.address || !(await this.isolation.makesNetworks())) return {};
+    await ensureServiceAddress(service);
+    return { serviceAddress: service };
   }
 
   private async observeEtcd(inst: DesiredInstance): Promise<Observation> {
@@ -434,7 +443,7 @@ export class PostgresDriver implements InstanceDriver {
     if (meta?.kind === "gateway" || (await exists(path.join(dir, "gateway")))) {
       await this.gateway(id).destroy();
     }
-    if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).destroy();
+    if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: true });
     await this.stopPatroni(id);
     this.ha.forget(id);
     const stopNode = () => this.nodeForCleanup(id).stop("immediate");
@@ -445,6 +454,14 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.forget(id);
     this.cpu.delete(id);
+  }
+
+  /** Stops (or removes) a member; its service address goes with it, put back at its next start. */
+  private async stopEtcd(id: string, opts: { destroy: boolean }): Promise<void> {
+    const member = this.etcdMember(id);
+    const service = await member.serviceAddress();
+    await (opts.destroy ? member.destroy() : member.stop());
+    if (service) await removeServiceAddress(service);
   }
 
   /** Stops an HA node's Patroni (found by its pid file) before its PostgreSQL is touched. */
@@ -473,7 +490,7 @@ export class PostgresDriver implements InstanceDriver {
     for (const id of await this.listLocal()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
-      if (await exists(path.join(dir, "etcd"))) await this.etcdMember(id).stop();
+      if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: false });
       // A Patroni stopped cleanly hands its leader key over: a standby elsewhere takes over.
       await this.stopPatroni(id);
       if (await exists(path.join(dir, "node"))) await this.nodeForCleanup(id).stop();

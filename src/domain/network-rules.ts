@@ -12,6 +12,20 @@ export type FeatureName = (typeof FEATURES)[number];
 export const MAX_FIREWALL_RULES = 30;
 /** Each Dedicated node's /30 to its host comes from here (runtime/netns.ts). */
 export const NODE_LINK_RANGE = "10.213.0.0/16";
+/**
+ * Where a node inside its own network namespace reaches its host's services (the region's
+ * etcd members): a host whose address is loopback (the embedded fleet, 127.x) also answers on
+ * an address of this range, which every node's namespace routes through its link to the host.
+ */
+export const HOST_SERVICE_RANGE = "100.64.0.0/10";
+
+/** The address a node in a namespace dials for `hostAddress`: a loopback one is mapped. */
+export function serviceAddressOf(hostAddress: string): string {
+  const parts = hostAddress.split(".").map(Number);
+  if (parts.length !== 4 || parts[0] !== 127) return hostAddress;
+  // 127.A.B.C -> 100.(64 + A mod 64).B.C: the fleet's hosts differ in A, B or C.
+  return `100.${64 + (parts[1]! % 64)}.${parts[2]}.${parts[3]}`;
+}
 const MAX_LABEL = 100;
 
 export function featureName(value: unknown, field = "name"): FeatureName {
@@ -184,6 +198,7 @@ export function checkIpRangeFree(ipRange: string, publicNetwork: string, field =
   const range = cidrOf(ipRange);
   for (const [reserved, what] of [
     [NODE_LINK_RANGE, "Cellar's links to its nodes"],
+    [HOST_SERVICE_RANGE, "Cellar's host services as its nodes reach them"],
     [publicNetwork, "the public side of this Cellar"],
   ] as const) {
     if (cidrsOverlap(range, cidrOf(reserved))) {

@@ -56,7 +56,7 @@ export type DatabaseStep =
   | { kind: "start-operations"; generation: number }
   | { kind: "set-phase"; phase: Exclude<Phase, "deleted">; reason: string }
   | { kind: "finalize-deletion" }
-  | { kind: "place"; slots: Slot[]; dcsEndpoints?: string[] }
+  | { kind: "place"; slots: Slot[]; dcsEndpoints?: string[]; dcsServiceEndpoints?: string[] }
   | { kind: "delete-instances" }
   | { kind: "update-specs"; generation: number }
   | { kind: "verify"; generation: number }
@@ -75,9 +75,6 @@ export const INSTANCE_RECHECK_MS = 5_000;
 
 export const CLASS_SWITCH_NOT_YET_REASON =
   "switching between single-node (Starter) and high-availability (Business, Enterprise) plans is not supported by this Cellar version yet";
-
-export const DEDICATED_HA_NOT_YET_REASON =
-  "Dedicated Business and Enterprise clusters are not run by this Cellar version yet (their nodes, inside the database's own network, cannot reach the region's etcd cluster); Shared Business clusters are";
 
 export const HA_RESIZE_NOT_YET_REASON =
   "resizing a high-availability cluster (a rolling restart with a switchover) is not supported by this Cellar version yet; it keeps serving on its current size";
@@ -152,14 +149,14 @@ export function planDatabase(o: DatabaseObservation | null, id: string): Databas
   if (haChange) return haChange;
 
   if (o.instances.length === 0) {
-    if (o.planNodes > 1 && o.model === "dedicated")
-      return settle(o, "provisioning", DEDICATED_HA_NOT_YET_REASON);
     // An HA cluster keeps its leader key in the region's etcd cluster: it must run first.
     if (o.planNodes > 1 && o.dcs && !o.dcs.ready)
       return settle(o, "provisioning", o.dcs.reason, INSTANCE_RECHECK_MS);
     if (o.placement?.ok) {
       const hosts = [...new Set(o.placement.slots.map((s) => s.hostId))].join(", ");
-      const dcs = o.dcs?.ready ? { dcsEndpoints: o.dcs.endpoints } : {};
+      const dcs = o.dcs?.ready
+        ? { dcsEndpoints: o.dcs.endpoints, dcsServiceEndpoints: o.dcs.serviceEndpoints }
+        : {};
       return {
         step: { kind: "place", slots: o.placement.slots, ...dcs },
         message: `${id} placed ${o.placement.slots.length} instance(s) on ${hosts}`,

@@ -55,7 +55,7 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
     planNodes,
     model: db.model,
     dcs:
-      planNodes > 1 && db.model === "shared" && instances.length === 0 && !db.deleteRequestedAt
+      planNodes > 1 && instances.length === 0 && !db.deleteRequestedAt
         ? await ensureRegionDcs(deps, db.region)
         : null,
     ...(await observeHaChange(deps, db, instances, planNodes)),
@@ -72,11 +72,16 @@ async function placementFor(deps: Deps, db: Database): Promise<DatabaseObservati
 }
 
 /** The cluster's secrets, and its own etcd user made before any node may use it. */
-async function haContext(deps: Deps, id: string, endpoints: string[]): Promise<HaContext> {
+async function haContext(
+  deps: Deps,
+  id: string,
+  endpoints: string[],
+  serviceEndpoints: string[],
+): Promise<HaContext> {
   const db = (await getDatabase(deps.db, id))!;
   const secrets = await ensureHaSecrets(deps.db, id);
   await ensureDcsUser(deps, db.region, id, endpoints, secrets);
-  return { endpoints, secrets: { ...secrets, dcsUserCreated: true } };
+  return { endpoints, serviceEndpoints, secrets: { ...secrets, dcsUserCreated: true } };
 }
 
 async function dropHaCluster(deps: Deps, id: string): Promise<void> {
@@ -108,7 +113,9 @@ async function applyStep(deps: Deps, id: string, step: DatabaseStep): Promise<st
         deps,
         id,
         step.slots,
-        step.dcsEndpoints ? await haContext(deps, id, step.dcsEndpoints) : null,
+        step.dcsEndpoints
+          ? await haContext(deps, id, step.dcsEndpoints, step.dcsServiceEndpoints ?? step.dcsEndpoints)
+          : null,
       );
       await notifyHosts(deps, id);
       return null;

@@ -13,8 +13,11 @@ import {
   markDcsAuthEnabled,
   markDcsUserCreated,
   newDcsMemberId,
+  updateDcsMemberSpec,
+  type DcsMember,
   type HaSecrets,
 } from "../store/dcs.store.ts";
+import { serviceAddressOf } from "../domain/network-rules.ts";
 
 /** Patroni's keys of a cluster live under NAMESPACE + database id. */
 export const DCS_NAMESPACE = "/cellar/";
@@ -23,7 +26,12 @@ export const DCS_CLIENT_PORT = 2379;
 export const DCS_PEER_PORT = 2380;
 const FULL_SIZE = 3;
 
-export type DcsState = { ready: true; endpoints: string[] } | { ready: false; reason: string };
+/**
+ * `endpoints`: as processes of the hosts dial them; `serviceEndpoints`: as nodes inside
+ * network namespaces do (a loopback host's member also answers on its service address).
+ */
+export type DcsState =
+  { ready: true; endpoints: string[]; serviceEndpoints: string[] } | { ready: false; reason: string };
 
 interface RegionHost {
   id: string;
@@ -90,11 +98,6 @@ export async function ensureRegionDcs(deps: Deps, region: string): Promise<DcsSt
     }));
     const specs: Array<{ id: string; hostId: string; name: string; spec: EtcdMemberSpec }> = [];
     for (const h of picked) {
-      // etcd checks a peer's certificate against the address it connects from; on loopback
-      // hosts (127.x) the kernel picks 127.0.0.1 as that source address.
-      const ips = h.address.startsWith("127.") ? [h.address, "127.0.0.1"] : [h.address];
-      const names = { commonName: `etcd-${h.name}`, nameInOu: true, ipAddresses: ips };
-      const tls = await deps.pki.issue(region, names, "peer");
       const spec: EtcdMemberSpec = {
         name: h.name,
         clusterToken: cluster.token,
@@ -102,7 +105,8 @@ export async function ensureRegionDcs(deps: Deps, region: string): Promise<DcsSt
         clientPort: DCS_CLIENT_PORT,
         peerPort: DCS_PEER_PORT,
         initialCluster,
-        tls,
+        serviceAddress: serviceAddressOf(h.address),
+        tls: await memberTls(deps, region, h.name, h.address),
       };
       specs.push({ id: newDcsMemberId(), hostId: h.id, name: h.name, spec });
     }
@@ -118,8 +122,11 @@ export async function ensureRegionDcs(deps: Deps, region: string): Promise<DcsSt
       members: members.map((m) => m.name).join(","),
     });
   }
-  const endpoints = members.map((m) => clientUrlOf(m.spec as unknown as EtcdMemberSpec));
-  const waiting = members.filter((m) => m.status !== "running");
+  await addServiceAddresses(deps, region, members);
+  const specs = members.map((m) => m.spec as unknown as EtcdMemberSpec);
+  const endpoints = specs.map((s) => clientUrlOf(s));
+  const serviceEndpoints = specs.map((s) => clientUrlOf({ ...s, address: s.serviceAddress ?? s.address }));
+  const waiting = members.filter((m) => m.status !== "running" || m.observedGeneration < m.specGeneration);
   if (waiting.length > 0) {
     const what = waiting.map((m) => `${m.name} ${m.status}${m.statusMessage ? ` (${m.statusMessage})` : ""}`);
     return { ready: false, reason: `waiting for the region's etcd cluster: ${what.join(", ")}` };
@@ -132,7 +139,40 @@ export async function ensureRegionDcs(deps: Deps, region: string): Promise<DcsSt
     await markDcsAuthEnabled(deps.db, region);
     deps.log.info("etcd authentication enabled", { region });
   }
-  return { ready: true, endpoints };
+  return { ready: true, endpoints, serviceEndpoints };
+}
+
+/**
+ * A member's certificate: its host address, and its service address where nodes in
+ * namespaces dial it. etcd checks a peer's certificate against the address it connects
+ * from; on loopback hosts (127.x) the kernel picks 127.0.0.1 as that source address.
+ */
+function memberTls(deps: Deps, region: string, name: string, address: string) {
+  const service = serviceAddressOf(address);
+  const ips = [
+    address,
+    ...(service !== address ? [service] : []),
+    ...(address.startsWith("127.") ? ["127.0.0.1"] : []),
+  ];
+  return deps.pki.issue(region, { commonName: `etcd-${name}`, nameInOu: true, ipAddresses: ips }, "peer");
+}
+
+/** Members formed before service addresses existed get one (a restart of each, in turn). */
+async function addServiceAddresses(deps: Deps, region: string, members: DcsMember[]): Promise<void> {
+  for (const m of members) {
+    const spec = m.spec as unknown as EtcdMemberSpec;
+    if (spec.serviceAddress !== undefined) continue;
+    // One at a time: the others keep the quorum while it restarts.
+    if (members.some((o) => o !== m && (o.status !== "running" || o.observedGeneration < o.specGeneration)))
+      return;
+    const tls = await memberTls(deps, region, spec.name, spec.address);
+    const next = { ...spec, serviceAddress: serviceAddressOf(spec.address), tls };
+    await updateDcsMemberSpec(deps.db, m.id, next);
+    m.spec = { ...next };
+    m.specGeneration += 1;
+    deps.hostSignals.notify(m.hostId);
+    return;
+  }
 }
 
 /** The cluster's etcd user: may read and write DCS_NAMESPACE + its id, nothing else. */

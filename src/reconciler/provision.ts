@@ -35,6 +35,7 @@ import {
   certificateAddresses,
   clientEndpoint,
   loadNetworkPolicy,
+  nodeVpcAddress,
   withGatewayNetwork,
   withNodeNetwork,
 } from "./network-spec.ts";
@@ -80,6 +81,8 @@ async function hostAddresses(q: Queryable, ids: string[]): Promise<Map<string, s
 /** What the nodes of an HA cluster share: where the DCS is, and the cluster's secrets. */
 export interface HaContext {
   endpoints: string[];
+  /** Where nodes inside network namespaces dial the same members. */
+  serviceEndpoints: string[];
   secrets: HaSecrets;
 }
 
@@ -89,7 +92,7 @@ export async function haSpecOf(
   db: Database,
   plan: Plan,
   ha: HaContext,
-): Promise<(member: string, restPort: number) => HaSpec> {
+): Promise<(member: string, restPort: number, inNamespace: boolean) => HaSpec> {
   const dcsTls = await deps.pki.issue(
     db.region,
     { commonName: ha.secrets.dcsUser, nameInOu: true },
@@ -97,14 +100,14 @@ export async function haSpecOf(
   );
   const replicationTls = await deps.pki.issue(db.region, { commonName: REPLICATION_USER }, "client");
   const cellarTiming = deps.config.haTiming === "cellar";
-  return (member, restPort) => ({
+  return (member, restPort, inNamespace) => ({
     scope: db.id,
     namespace: DCS_NAMESPACE,
     member,
     restPort,
     restPassword: ha.secrets.restPassword,
     dcs: {
-      endpoints: ha.endpoints,
+      endpoints: inNamespace ? ha.serviceEndpoints : ha.endpoints,
       user: ha.secrets.dcsUser,
       password: ha.secrets.dcsPassword,
       certPem: dcsTls.certPem,
@@ -140,9 +143,13 @@ export async function createInstances(
     );
     const net = await loadNetworkPolicy(q, deps.config, db, [...addresses.keys()]);
     // TLS passes through the gateways: the certificate names every address a client may dial.
+    // Nodes in a database network also dial each other there (replication, rewind, Patroni).
+    const vpcNodes = net.vpc
+      ? slots.filter((s) => s.kind === "node").map((s) => nodeVpcAddress(net.vpc!.range, s.ordinal))
+      : [];
     const tls = await deps.pki.issueServer(db.region, {
       commonName: db.resourceId.replace(/_/g, "-"),
-      ipAddresses: [...new Set([...addresses.values(), ...certificateAddresses(net)])],
+      ipAddresses: [...new Set([...addresses.values(), ...certificateAddresses(net), ...vpcNodes])],
     });
     const haOf = ha ? await haSpecOf(deps, db, plan, ha) : null;
     const backup = await nodeBackupSpec(q, deps, db);
@@ -162,7 +169,7 @@ export async function createInstances(
           backup,
         });
         const withNet = withNodeNetwork(node, net, slot.ordinal);
-        return haOf && restPort !== null ? { ...withNet, ha: haOf(id, restPort) } : withNet;
+        return haOf && restPort !== null ? { ...withNet, ha: haOf(id, restPort, net.vpc !== null) } : withNet;
       };
       nodes.push(await ensureInstance(q, slotKey, spec, db.generation, { extraPort: haOf !== null }));
     }

@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { NODE_LINK_RANGE } from "../domain/network-rules.ts";
+import { HOST_SERVICE_RANGE, NODE_LINK_RANGE } from "../domain/network-rules.ts";
 import { IsolationError } from "./cgroup-fs.ts";
 
 /** Reserved for node namespaces: nothing else on the machine may route it. */
@@ -301,6 +301,28 @@ async function checkRoute(n: NodeNetNames, innerAddress: string): Promise<void> 
       n.hostIf,
     );
   }
+}
+
+/** The node reaches its host's services (HOST_SERVICE_RANGE) through its link to the host. */
+export async function routeHostServices(ns: string, hostAddress: string): Promise<void> {
+  await ip(["-n", ns, "route", "replace", HOST_SERVICE_RANGE, "via", hostAddress]);
+}
+
+/**
+ * Puts a service address (HOST_SERVICE_RANGE) on the host's loopback interface, where the
+ * nodes' namespaces reach it through their links. Idempotent.
+ */
+export async function ensureServiceAddress(address: string): Promise<void> {
+  const [lo] = await links(null, "lo");
+  if (inet(lo).some((a) => a.local === address)) return;
+  await ip(["addr", "add", `${address}/32`, "dev", "lo"]).catch((err: Error) => {
+    // Another agent of this machine added it meanwhile.
+    if (!/File exists/.test(err.message)) throw err;
+  });
+}
+
+export async function removeServiceAddress(address: string): Promise<void> {
+  await ip(["addr", "del", `${address}/32`, "dev", "lo"]).catch(() => "");
 }
 
 /** Pids of processes in the namespace (from the kernel, whatever their cgroup). */

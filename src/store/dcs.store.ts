@@ -91,6 +91,14 @@ export async function insertDcsMembers(
 
 export const newDcsMemberId = () => newId("inst");
 
+/** A member's new spec: a new generation for its agent to apply. */
+export async function updateDcsMemberSpec(q: Queryable, id: string, spec: object): Promise<void> {
+  await q.query("UPDATE dcs_members SET spec = $2, spec_generation = spec_generation + 1 WHERE id = $1", [
+    id,
+    JSON.stringify(spec),
+  ]);
+}
+
 /** The members a host runs, shaped as instances for the agent protocol. */
 export async function dcsMembersOfHost(q: Queryable, hostId: string): Promise<Instance[]> {
   const { rows } = await q.query<MemberRow & { port: number }>(

@@ -17,6 +17,7 @@ import {
   checkEnable,
   checkPublicNetwork,
   featureName,
+  serviceAddressOf,
   featureStatus,
   managedRanges,
   parseFirewallRule,
@@ -181,6 +182,17 @@ describe("the public network", () => {
       messageOf(() => checkIpRangeFree("198.18.4.0/24", "198.18.0.0/16")),
       /public side/,
     );
+  });
+
+  it("keeps it clear of the host services the nodes reach, mapped from loopback hosts", () => {
+    assert.match(
+      messageOf(() => checkIpRangeFree("100.100.0.0/16", "198.18.0.0/16")),
+      /host services/,
+    );
+    assert.equal(serviceAddressOf("127.44.0.3"), "100.108.0.3");
+    assert.equal(serviceAddressOf("127.20.1.2"), "100.84.1.2");
+    // A real host address is reached as it is.
+    assert.equal(serviceAddressOf("192.0.2.10"), "192.0.2.10");
   });
 
   it("must be a /8 to a /24", () => {

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
   CLASS_SWITCH_NOT_YET_REASON,
-  DEDICATED_HA_NOT_YET_REASON,
   HA_RESIZE_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
@@ -178,20 +177,35 @@ describe("planDatabase", () => {
       message: /provisioning/,
     },
     {
-      name: "a Dedicated HA cluster is not placed yet, and says why",
-      obs: { planNodes: 2, model: "dedicated", placement: { ok: true, slots } },
-      step: { kind: "set-phase", phase: "provisioning", reason: DEDICATED_HA_NOT_YET_REASON },
-      requeue: WAIT_RECHECK_MS,
-      message: /provisioning/,
+      name: "a Dedicated HA cluster is placed with both the hosts' and the nodes' DCS endpoints",
+      obs: {
+        planNodes: 3,
+        model: "dedicated",
+        placement: { ok: true, slots },
+        dcs: { ready: true, endpoints: ["https://e:2379"], serviceEndpoints: ["https://s:2379"] },
+      },
+      step: {
+        kind: "place",
+        slots,
+        dcsEndpoints: ["https://e:2379"],
+        dcsServiceEndpoints: ["https://s:2379"],
+      },
+      requeue: 0,
+      message: /placed/,
     },
     {
       name: "an HA cluster is placed with the DCS endpoints its nodes will use",
       obs: {
         planNodes: 2,
         placement: { ok: true, slots },
-        dcs: { ready: true, endpoints: ["https://e:2379"] },
+        dcs: { ready: true, endpoints: ["https://e:2379"], serviceEndpoints: ["https://s:2379"] },
       },
-      step: { kind: "place", slots, dcsEndpoints: ["https://e:2379"] },
+      step: {
+        kind: "place",
+        slots,
+        dcsEndpoints: ["https://e:2379"],
+        dcsServiceEndpoints: ["https://s:2379"],
+      },
       requeue: 0,
       message: /placed/,
     },

@@ -20,6 +20,11 @@ export interface EtcdMemberSpec {
   clientPort: number;
   peerPort: number;
   initialCluster: Array<{ name: string; peerUrl: string }>;
+  /**
+   * Where nodes inside network namespaces dial it (domain/network-rules.ts serviceAddressOf);
+   * when it differs from `address`, the member listens there too on hosts that make namespaces.
+   */
+  serviceAddress?: string;
   /** Serves clients and peers, and is the member's client certificate towards its peers. */
   tls: PemPair;
 }
@@ -45,14 +50,16 @@ export class EtcdMember {
     });
   }
 
-  argv(spec: EtcdMemberSpec): string[] {
+  /** `serviceAddress`: also listen there (the agent has put it on the host's loopback). */
+  argv(spec: EtcdMemberSpec, opts: { serviceAddress?: string } = {}): string[] {
     const tls = (f: string) => path.join(this.tlsDir, f);
     const cluster = spec.initialCluster.map((m) => `${m.name}=${m.peerUrl}`).join(",");
+    const service = opts.serviceAddress ? [clientUrlOf({ ...spec, address: opts.serviceAddress })] : [];
     const etcd = [
       ETCD_BIN,
       `--name=${spec.name}`,
       `--data-dir=${this.dataDir}`,
-      `--listen-client-urls=${clientUrlOf(spec)}`,
+      `--listen-client-urls=${[clientUrlOf(spec), ...service].join(",")}`,
       `--advertise-client-urls=${clientUrlOf(spec)}`,
       `--listen-peer-urls=${peerUrlOf(spec)}`,
       `--initial-advertise-peer-urls=${peerUrlOf(spec)}`,
@@ -82,12 +89,15 @@ export class EtcdMember {
   }
 
   /** Writes its TLS files and starts it unless it runs. Health needs a quorum: see healthy(). */
-  async ensure(spec: EtcdMemberSpec): Promise<{ started: boolean }> {
+  async ensure(spec: EtcdMemberSpec, opts: { serviceAddress?: string } = {}): Promise<{ started: boolean }> {
     const owner = daemonUser(ETCD_OS_USER);
     await ensureDir(this.baseDir, 0o755, undefined);
     await ensureDir(this.tlsDir, 0o700, owner);
     await ensureDir(this.dataDir, 0o700, owner);
+    const argv = this.argv(spec, opts);
     const changed = [
+      // What it was started with: a new listen address needs a restart too.
+      await writeFileAtomic(path.join(this.baseDir, "argv.json"), JSON.stringify(argv), 0o644, undefined),
       await writeFileAtomic(path.join(this.tlsDir, "ca.crt"), spec.tls.caPem, 0o644, owner),
       await writeFileAtomic(path.join(this.tlsDir, "member.crt"), spec.tls.certPem, 0o644, owner),
       await writeFileAtomic(path.join(this.tlsDir, "member.key"), spec.tls.keyPem, 0o600, owner),
@@ -96,8 +106,18 @@ export class EtcdMember {
       if (!changed) return { started: false };
       await this.daemon.stop();
     }
-    await this.daemon.start(this.argv(spec));
+    await this.daemon.start(argv);
     return { started: true };
+  }
+
+  /** The service address it was last started with (argv.json), if any. */
+  async serviceAddress(): Promise<string | null> {
+    const text = await fs.readFile(path.join(this.baseDir, "argv.json"), "utf8").catch(() => null);
+    const listen = text
+      ? (JSON.parse(text) as string[]).find((a) => a.startsWith("--listen-client-urls="))
+      : null;
+    const second = listen?.split(",")[1];
+    return second ? new URL(second).hostname : null;
   }
 
   async running(): Promise<boolean> {

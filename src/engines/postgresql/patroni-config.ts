@@ -87,8 +87,12 @@ export function renderPatroniConfig(
     const value = raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw;
     (GLOBAL_SETTINGS.has(key) ? global : local)[key] = value;
   }
-  const address = `${input.listenAddress}:${input.port}`;
-  const rest = `${input.listenAddress}:${ha.restPort}`;
+  // A node in a network namespace listens on its link to the host and on its database's
+  // network (last): its peers and the gateways dial it there. Its namespace is its own, so
+  // the REST API may listen on all of its addresses (Patroni takes one listen address).
+  const addresses = input.listenAddress.split(",");
+  const connect = addresses.at(-1)!;
+  const restListen = addresses.length > 1 ? "0.0.0.0" : connect;
   const tlsClient = { sslmode: "verify-full", sslrootcert: files.caFile };
   const config = {
     scope: ha.scope,
@@ -96,8 +100,8 @@ export function renderPatroniConfig(
     name: ha.member,
     log: { level: "INFO" },
     restapi: {
-      listen: rest,
-      connect_address: rest,
+      listen: `${restListen}:${ha.restPort}`,
+      connect_address: `${connect}:${ha.restPort}`,
       certfile: files.serverCert,
       keyfile: files.serverKey,
       cafile: files.caFile,
@@ -113,11 +117,14 @@ export function renderPatroniConfig(
       key: files.dcsKey,
       username: ha.dcs.user,
       password: ha.dcs.password,
+      // The hosts given are the ones this node can reach: no discovery of the members'
+      // advertised addresses (a node in a namespace cannot reach those).
+      use_proxies: true,
     },
     ...(ha.joinOnly ? {} : { bootstrap: bootstrapSection(ha, global) }),
     postgresql: {
-      listen: address,
-      connect_address: address,
+      listen: `${input.listenAddress}:${input.port}`,
+      connect_address: `${connect}:${input.port}`,
       data_dir: files.dataDir,
       bin_dir: files.binDir,
       pgpass: files.pgpass,

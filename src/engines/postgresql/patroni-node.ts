@@ -3,6 +3,7 @@
 // node's sandbox. The PostgresInstance of the same base dir gives the paths and the
 // superuser socket (roles, logs).
 import https from "node:https";
+import tls, { type PeerCertificate } from "node:tls";
 import path from "node:path";
 import { Daemon } from "../daemon.ts";
 import { ensureDir, postgresUser, writeFileAtomic } from "./command.ts";
@@ -122,9 +123,15 @@ export class PatroniNode {
 
   /** Patroni's view of its node over its REST API (TLS, verified); null when it does not answer. */
   state(timeoutMs = 2000): Promise<PatroniState | null> {
-    const url = `https://${this.pg.opts.listenAddress}:${this.ha.restPort}/patroni`;
+    // In a namespace: dialled on its link to the host (first), named by its database network
+    // address (last), which its certificate carries.
+    const addresses = this.pg.opts.listenAddress.split(",");
+    const url = `https://${addresses[0]}:${this.ha.restPort}/patroni`;
+    const named = addresses.at(-1)!;
+    const checkServerIdentity = (_host: string, cert: PeerCertificate) =>
+      tls.checkServerIdentity(named, cert);
     return new Promise((resolve) => {
-      const req = https.get(url, { ca: this.caPem, timeout: timeoutMs }, (res) => {
+      const req = https.get(url, { ca: this.caPem, timeout: timeoutMs, checkServerIdentity }, (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
