@@ -154,13 +154,18 @@ export class NodeIsolation {
     if (!net) notes.push(`no network namespace (${facts.netns.detail})`);
     this.notes.set(id, notes);
     return {
-      // Both addresses: the host's processes use the first, the database's gateways the second.
-      listenAddress: net
-        ? [net.innerAddress, ...(net.vpc ? [net.vpc.address] : [])].join(",")
-        : spec.listen.address,
+      listenAddress: listenAddressOf(net, spec),
       wrap: net ? (argv) => inNetns(net.ns, argv) : (argv) => argv,
       notes,
     };
+  }
+
+  /** Where the node listens, as prepare() said, without preparing anything (observation). */
+  async listenAddress(id: string, spec: NodeSpec): Promise<string> {
+    if (!NodeIsolation.applies(spec)) return spec.listen.address;
+    const setup = this.networks.get(id);
+    const fresh = setup ? await setup.result.catch(() => null) : null;
+    return listenAddressOf(fresh ?? (await this.readRecord(id)), spec);
   }
 
   private async ensureVolumeOf(
@@ -245,6 +250,11 @@ export class NodeIsolation {
       this.notes.delete(id);
     }
   }
+}
+
+/** Both addresses: the host's processes use the first, the database's gateways the second. */
+function listenAddressOf(net: NetworkRecord | null, spec: NodeSpec): string {
+  return net ? [net.innerAddress, ...(net.vpc ? [net.vpc.address] : [])].join(",") : spec.listen.address;
 }
 
 /** A non-empty directory with no volume image beside it and nothing mounted on it. */

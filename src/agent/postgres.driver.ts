@@ -367,7 +367,10 @@ export class PostgresDriver implements InstanceDriver {
     spec: NodeSpec & { ha: NonNullable<NodeSpec["ha"]> },
   ): Promise<Observation> {
     const meta = await this.readMeta(inst.id);
-    const patroni = this.ha.node(this.node(inst, spec), spec, (a) => a);
+    // A node in a namespace answers on its link's address, not its host's.
+    const listenAddress = await this.isolation.listenAddress(inst.id, spec);
+    const pg = this.node(inst, spec, { listenAddress, wrap: (a) => a, notes: [] });
+    const patroni = this.ha.node(pg, spec, (a) => a);
     const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
     const base = await this.observeNode(inst, spec);
     return { ...obs, usage: base.usage };

@@ -93,8 +93,8 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
       assert.equal(nodes.length, count);
       assert.equal(new Set(nodes.map((n) => AZ.get(n.host))).size, count, "one node per AZ");
       assert.deepEqual(nodes.map((n) => n.role).sort(), [
-        "leader",
         ...Array<string>(count - 1).fill("follower"),
+        "leader",
       ]);
       const namespaces = await listNodeNetns();
       for (const n of nodes) assert.ok(namespaces.includes(nodeNetNames(n.id).ns), `${n.id} has a namespace`);

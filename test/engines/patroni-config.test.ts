@@ -68,7 +68,7 @@ describe("Patroni configuration", () => {
 
   it("in a namespace: listens on both addresses, is dialled on its database's network", () => {
     const c = render("10.213.0.2,10.20.0.10");
-    assert.equal(c.postgresql.listen, "10.213.0.2,10.20.0.10:20001");
+    assert.equal(c.postgresql.listen, "10.20.0.10,10.213.0.2:20001");
     assert.equal(c.postgresql.connect_address, "10.20.0.10:20001");
     // The namespace is the node's own: all of its addresses, for the agent and the gateways.
     assert.equal(c.restapi.listen, "0.0.0.0:30001");

@@ -123,7 +123,9 @@ export function renderPatroniConfig(
     },
     ...(ha.joinOnly ? {} : { bootstrap: bootstrapSection(ha, global) }),
     postgresql: {
-      listen: `${input.listenAddress}:${input.port}`,
+      // Patroni's own replication connection dials the first one, verifying its name: the
+      // certificate names the database network address, not the link's.
+      listen: `${[connect, ...addresses.filter((a) => a !== connect)].join(",")}:${input.port}`,
       connect_address: `${connect}:${input.port}`,
       data_dir: files.dataDir,
       bin_dir: files.binDir,
