@@ -20,7 +20,7 @@ import { withFileLock } from "../runtime/file-lock.ts";
 import { ensurePrivateAddress, removePrivateAddress } from "../runtime/private-net.ts";
 
 const RECORD = "gateway-network.json";
-/** Beside the instance dirs: the addresses this host put on shared bridges, for its stop. */
+/** In the host's state dir (not among the instance dirs): the addresses this host put on shared bridges, for its stop. */
 const HOST_RECORD = "host-network.json";
 
 interface GatewayNetworkRecord {
@@ -46,7 +46,8 @@ async function readJson<T>(file: string): Promise<T | null> {
   return text ? (JSON.parse(text) as T) : null;
 }
 
-const hostRecordOf = (dir: string) => path.join(path.dirname(dir), HOST_RECORD);
+// `dir` is <state dir>/instances/<id>.
+const hostRecordOf = (dir: string) => path.join(path.dirname(path.dirname(dir)), HOST_RECORD);
 
 /** Adds to the host's record before the address is put on, so a stop never misses one. */
 async function recordHostAddresses(dir: string, add: HostNetworkRecord): Promise<void> {

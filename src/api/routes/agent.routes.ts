@@ -192,6 +192,9 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
       deps.log.info("host is ready", { host: host.id, name: host.name });
       // Its databases may say the host is unreachable: let them look again now.
       for (const i of await instancesOfHost(deps.db, host.id)) changed.push(i.databaseId);
+      // Databases waiting for a host (placement, the DCS) may fit now: without this they
+      // would wait for their next recheck, up to a minute.
+      changed.push(...(await databasesWaitingInRegion(deps.db, host.region)));
     }
     for (const databaseId of new Set(changed)) await enqueueReconcile(deps.db, databaseId);
     if (changed.length) deps.kickReconciler();
