@@ -3,7 +3,7 @@
 // the node handed to Patroni; the node handed back). The gateway with the lowest ordinal,
 // and so the URL, stays throughout.
 import type { Deps } from "../api/deps.ts";
-import { findPlan, type Plan } from "../domain/catalog.ts";
+import type { Plan } from "../domain/catalog.ts";
 import type { Queryable } from "../store/db.ts";
 import { lockDatabase, type Database } from "../store/databases.store.ts";
 import {
@@ -21,21 +21,7 @@ import {
   withNodeNetwork,
   type NetworkPolicy,
 } from "./network-spec.ts";
-import { haSpecOf, updateInstanceSpecs, type HaContext } from "./provision.ts";
-
-function planOf(deps: Deps, db: Database): Plan {
-  const plan = findPlan(deps.catalog, db.planId);
-  if (!plan) throw new Error(`plan ${db.planId} is no longer in the catalog`);
-  return plan;
-}
-
-async function hostAddresses(q: Queryable, ids: string[]): Promise<Map<string, string>> {
-  const { rows } = await q.query<{ id: string; address: string }>(
-    "SELECT id, host(address) AS address FROM hosts WHERE id = ANY($1)",
-    [ids],
-  );
-  return new Map(rows.map((r) => [r.id, r.address]));
-}
+import { haSpecOf, hostAddresses, planOf, updateInstanceSpecs, type HaContext } from "./provision.ts";
 
 /** A Patroni REST port for a node that had none (a Starter node joining a cluster). */
 async function ensureExtraPort(q: Queryable, node: Instance): Promise<number> {

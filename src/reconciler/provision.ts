@@ -64,13 +64,13 @@ async function ensureCredentials(q: Queryable, db: Database): Promise<Credential
   return rows[0]!;
 }
 
-function planOf(deps: Deps, db: Database): Plan {
+export function planOf(deps: Deps, db: Database): Plan {
   const plan = findPlan(deps.catalog, db.planId);
   if (!plan) throw new Error(`plan ${db.planId} is no longer in the catalog`);
   return plan;
 }
 
-async function hostAddresses(q: Queryable, ids: string[]): Promise<Map<string, string>> {
+export async function hostAddresses(q: Queryable, ids: string[]): Promise<Map<string, string>> {
   const { rows } = await q.query<{ id: string; address: string }>(
     "SELECT id, host(address) AS address FROM hosts WHERE id = ANY($1)",
     [ids],
