@@ -112,15 +112,23 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
     }
   });
 
-  it("Enterprise: a killed leader fails over through the same URL and no acknowledged row is lost", async () => {
-    const { url } = dbs.get("ledger-ent")!;
+  /**
+   * Kills `name`'s leader under a sequential writer and waits for writes through the same
+   * URL again; `after` runs while the writer still writes. Returns the writer and its lost rows.
+   */
+  const failoverUnderWriter = async (
+    name: string,
+    after: (leader: HaNode, killedAt: number, writer: SequentialWriter) => Promise<void> = () =>
+      Promise.resolve(),
+  ) => {
+    const { url } = dbs.get(name)!;
     const writer = new SequentialWriter({ url, ca, table: "acked", everyMs: 20, timeoutMs: 3000 });
     writer.start();
     try {
       await cl.waitFor("the writer's first rows", () =>
         Promise.resolve(writer.acks.length > 20 ? true : undefined),
       );
-      const leader = (await nodesOf("ledger-ent")).find((n) => n.role === "leader")!;
+      const leader = (await nodesOf(name)).find((n) => n.role === "leader")!;
       const killedAt = await killPatroniAndPostgres(cl.dataDir, leader);
       await cl
         .waitFor(
@@ -129,11 +137,20 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
           90_000,
         )
         .catch(async (err: Error) => {
-          await printPatroniLogs(cl, await nodesOf("ledger-ent"));
+          await printPatroniLogs(cl, await nodesOf(name));
           throw new Error(`${err.message}; writer's last error: ${writer.lastError}`);
         });
+      await after(leader, killedAt, writer);
+    } finally {
+      await writer.stop();
+    }
+    return { writer, lost: await lostAcks(url, ca, "acked", writer.acks) };
+  };
+
+  it("Enterprise: a killed leader fails over through the same URL and no acknowledged row is lost", async () => {
+    const { writer, lost } = await failoverUnderWriter("ledger-ent", async (leader, killedAt, w) => {
       // The session on the old leader may still commit for a moment: time from its failure.
-      const resumed = writer.acksAfter(writer.failureAfter(killedAt) ?? killedAt)[0]!;
+      const resumed = w.acksAfter(w.failureAfter(killedAt) ?? killedAt)[0]!;
       console.log(
         `timing: Enterprise kill to first write after the failover ${Math.round(resumed.at - killedAt)} ms`,
       );
@@ -145,42 +162,17 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
         },
         120_000,
       );
-    } finally {
-      await writer.stop();
-    }
-    const lost = await lostAcks(url, ca, "acked", writer.acks);
+    });
     console.log(`data safety: ${writer.acks.length} acknowledged, ${lost.length} lost`);
     assert.deepEqual(lost, [], "synchronous replication: no acknowledged row is lost");
     assert.equal((await nodesOf("ledger-ent")).filter((n) => n.role === "leader").length, 1);
   });
 
   it("Business: a killed leader fails over through the same URL", async () => {
-    const { url } = dbs.get("ledger-biz")!;
-    const setup = await connectVerified(url, ca);
+    const setup = await connectVerified(dbs.get("ledger-biz")!.url, ca);
     await setup.query("CREATE TABLE acked (n int PRIMARY KEY)");
     await setup.end();
-    const writer = new SequentialWriter({ url, ca, table: "acked", everyMs: 20, timeoutMs: 3000 });
-    writer.start();
-    try {
-      await cl.waitFor("the writer's first rows", () =>
-        Promise.resolve(writer.acks.length > 20 ? true : undefined),
-      );
-      const leader = (await nodesOf("ledger-biz")).find((n) => n.role === "leader")!;
-      const killedAt = await killPatroniAndPostgres(cl.dataDir, leader);
-      await cl
-        .waitFor(
-          "writes through the gateway after the failover",
-          () => Promise.resolve(writer.acksAfter(killedAt + 500).length > 10 ? true : undefined),
-          90_000,
-        )
-        .catch(async (err: Error) => {
-          await printPatroniLogs(cl, await nodesOf("ledger-biz"));
-          throw new Error(`${err.message}; writer's last error: ${writer.lastError}`);
-        });
-    } finally {
-      await writer.stop();
-    }
-    const lost = await lostAcks(url, ca, "acked", writer.acks);
+    const { writer, lost } = await failoverUnderWriter("ledger-biz");
     console.log(
       `data safety (Business, asynchronous): ${writer.acks.length} acknowledged, ${lost.length} lost`,
     );
