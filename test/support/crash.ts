@@ -197,9 +197,9 @@ export async function assertHostMatchesStore(site: HostSite): Promise<void> {
   assert.deepEqual(sorted(runDirs), sorted(runIds), "run directories");
   const nodes = rows.filter((r) => r.kind === "node");
   // A node's backup verification in flight runs in a small sandbox of its own.
-  const verifying = new Set(nodes.map((n) => `cellar-verify-${n.id.replace(/^inst-/, "")}`));
+  const verifySandboxes = new Set(nodes.map((n) => `cellar-verify-${n.id.replace(/^inst-/, "")}`));
   assert.deepEqual(
-    (await sandboxesOf(site.name)).filter((s) => !verifying.has(s)),
+    (await sandboxesOf(site.name)).filter((s) => !verifySandboxes.has(s)),
     sorted(nodes.map((n) => `cellar-${n.id}`)),
     "sandboxes (cgroups) of the host",
   );
@@ -228,7 +228,10 @@ export async function assertHostMatchesStore(site: HostSite): Promise<void> {
     `TCP listeners on ${site.address} (port x sockets)`,
   );
 
-  const orphans = users.filter((p) => !expected.has(p.pid));
+  // A node's backup verification in flight runs a scratch PostgreSQL in the node's backup dir.
+  const verifyDirs = nodes.map((n) => path.join(instanceDir(site, n.id), "backup", "verify"));
+  const verifying = (p: ProcInfo) => verifyDirs.some((d) => within(d)(p.cwd) || p.argv.some(within(d)));
+  const orphans = users.filter((p) => !expected.has(p.pid) && !verifying(p));
   assert.deepEqual(
     orphans.map((p) => `${p.pid} ${p.argv.join(" ")} (cwd ${p.cwd})`),
     [],
