@@ -3,13 +3,14 @@
 // loopback range each), one per CELLAR_HA_TIMING, each with a Business add-on on 3 hosts.
 //   failover:   kill the leader's Patroni + postmaster (SIGKILL) -> first acknowledged INSERT
 //               through the gateway (connect + insert retried every 50 ms)
-//   switchover: POST /switchover on the leader's REST API while a writer inserts every 20 ms;
+//   switchover: Cellar's planned switchover (as a plan change asks for it; --via=patroni: a bare
+//               POST /switchover on the leader's REST API) while a writer inserts every 20 ms;
 //               the pause is the longest gap between two acknowledged inserts
 //   false failovers: pgbench through the gateway of the Cellar-timing add-on, leader changes
 //               counted by polling every node's Patroni (and by timelines)
 // Rounds alternate which side goes first, so load drift hits both alike.
 // Usage: npx tsx bench/failover.ts [--rounds=10] [--duration=300] [--clients=4] [--logs=DIR] [--phases]
-//                                  [--plan=postgresql-business-512]
+//                                  [--plan=postgresql-business-512] [--via=cellar|patroni]
 //   --logs=DIR keeps every node's Patroni and PostgreSQL logs there (the run's dirs are removed)
 //   --phases   also polls the candidate's Patroni to time its promotion (adds CPU in its sandbox)
 import { spawn } from "node:child_process";
@@ -48,6 +49,8 @@ const PGBENCH_SECONDS = intFlag(flags, "duration", 300);
 const PGBENCH_CLIENTS = intFlag(flags, "clients", 4);
 const LOGS_DIR = flags.get("logs");
 const PHASES = flags.has("phases");
+// cellar: the switchover a plan change makes (its agents add spare CPU); patroni: a bare POST.
+const VIA = flags.get("via") === "patroni" ? "patroni" : "cellar";
 // A plan with more vCPU shows how much of each figure is the sandbox's CPU quota.
 const PLAN = flags.get("plan") ?? "postgresql-business-512";
 const PGBENCH = "/usr/lib/postgresql/15/bin/pgbench";
@@ -237,7 +240,7 @@ async function main(): Promise<void> {
     for (let i = 1; i <= ROUNDS; i++) {
       for (const t of ordered(i)) {
         const attempt = await withCpu(t, () =>
-          switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES }),
+          switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES, via: VIA }),
         ).catch((err: Error) => {
           // Patroni refuses when it finds the candidate unfit (lagging, or too slow to answer
           // on a loaded machine): a refusal, not a pause; counted apart, the round goes on.

@@ -70,6 +70,8 @@ export class PostgresDriver implements InstanceDriver {
   private readonly ha: HaNodes;
   /** The spec each node last converged in full with, as received (its JSON). */
   private readonly appliedSpecs = new Map<string, string>();
+  /** HA nodes' CPU: whether their sandbox was last given the switchover's spare CPU. */
+  private readonly boosted = new Map<string, boolean>();
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -250,7 +252,7 @@ export class PostgresDriver implements InstanceDriver {
     meta: Meta,
   ): Promise<Observation> {
     const sandbox = sandboxNameFor(inst.id);
-    const limits = this.limitsOf(spec);
+    const limits = this.haLimitsOf(inst, spec);
     // As for a single node: initdb or a standby's clone runs with spare CPU, then the plan's quota.
     const burst = meta.applied === 0 && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
     const info = await this.opts.runtime.ensureSandbox(
@@ -277,6 +279,7 @@ export class PostgresDriver implements InstanceDriver {
     );
     if (obs.status !== "running") return obs;
     if (burst) await this.opts.runtime.updateLimits(sandbox, limits);
+    this.boosted.set(inst.id, inst.switchover !== undefined);
     if (meta.applied !== inst.specGeneration) await this.writeMeta({ ...meta, applied: inst.specGeneration });
     const allNotes = [...info.notes, ...placement.notes];
     return {
@@ -284,6 +287,27 @@ export class PostgresDriver implements InstanceDriver {
       observedGeneration: inst.specGeneration,
       message: allNotes.length ? `isolation: ${allNotes.join("; ")}` : "",
     };
+  }
+
+  /**
+   * An HA node's limits: its plan's, and while its cluster switches over, spare CPU (as at
+   * its first start). The writers' pause is the old leader's checkpoint and shutdown, then
+   * the candidate's promotion, each run by Patroni and PostgreSQL inside the node's quota.
+   */
+  private haLimitsOf(inst: DesiredInstance, spec: NodeSpec): SandboxLimits {
+    const limits = this.limitsOf(spec);
+    const spare =
+      inst.switchover !== undefined && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
+    return spare ? { ...limits, cpuQuota: BURST_VCPU } : limits;
+  }
+
+  /** Gives or takes back the switchover's spare CPU when the order came or went. */
+  private async applySwitchoverCpu(inst: DesiredInstance, spec: NodeSpec): Promise<void> {
+    const during = inst.switchover !== undefined;
+    // Why: after an agent restart nothing is known, so the sandbox is set once either way.
+    if (this.boosted.get(inst.id) === during) return;
+    await this.opts.runtime.updateLimits(sandboxNameFor(inst.id), this.haLimitsOf(inst, spec));
+    this.boosted.set(inst.id, during);
   }
 
   private etcdMember(id: string): EtcdMember {
@@ -371,6 +395,12 @@ export class PostgresDriver implements InstanceDriver {
     const listenAddress = await this.isolation.listenAddress(inst.id, spec);
     const pg = this.node(inst, spec, { listenAddress, wrap: (a) => a, notes: [] });
     const patroni = this.ha.node(pg, spec, (a) => a);
+    await this.applySwitchoverCpu(inst, spec).catch((err: Error) =>
+      this.opts.log?.warn("could not change the node's CPU for a switchover", {
+        inst: inst.id,
+        err: err.message,
+      }),
+    );
     const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
     const base = await this.observeNode(inst, spec);
     return { ...obs, usage: base.usage };
@@ -457,6 +487,7 @@ export class PostgresDriver implements InstanceDriver {
     await fs.rm(this.runDirOf(id), { recursive: true, force: true });
     this.disk.forget(id);
     this.cpu.delete(id);
+    this.boosted.delete(id);
   }
 
   /** Stops (or removes) a member; its service address goes with it, put back at its next start. */

@@ -8,6 +8,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { createIsolationRuntime } from "../../src/runtime/factory.ts";
+import { sandboxNameFor } from "../../src/runtime/limits.ts";
+import { probeIsolation } from "../../src/runtime/probe.ts";
 import { startCluster, connectVerified, type Cluster } from "../support/cluster.ts";
 import { SequentialWriter, lostAcks, type Ack } from "../support/ha.ts";
 
@@ -39,6 +42,25 @@ function longestPause(acks: Ack[], from: number, to: number): { ms: number; ende
   // Wall-clock end of the pause, to find it in the logs.
   const endedAt = new Date(Date.now() - (performance.now() - end)).toISOString();
   return { ms: Math.round(longest), endedAt };
+}
+
+/** A node's CPU quota in vCPU as its cgroup holds it; undefined where the host sets none. */
+async function cpuQuotaOf(host: string, id: string): Promise<number | null | undefined> {
+  const runtime = await createIsolationRuntime(await probeIsolation(), { parent: `cellar-${host}` });
+  for (const file of runtime.procsFiles(sandboxNameFor(id))) {
+    const dir = path.dirname(file);
+    const v1 = await fs.readFile(path.join(dir, "cpu.cfs_quota_us"), "utf8").catch(() => null);
+    if (v1 !== null) {
+      const period = Number(await fs.readFile(path.join(dir, "cpu.cfs_period_us"), "utf8"));
+      return Number(v1) < 0 ? null : Number(v1) / period;
+    }
+    const v2 = await fs.readFile(path.join(dir, "cpu.max"), "utf8").catch(() => null);
+    if (v2 !== null) {
+      const [quota, period] = v2.trim().split(" ");
+      return quota === "max" ? null : Number(quota) / Number(period);
+    }
+  }
+  return undefined;
 }
 
 describe("Shared add-on: Starter -> Business -> resize -> Starter, URL and data kept", () => {
@@ -195,6 +217,16 @@ describe("Shared add-on: Starter -> Business -> resize -> Starter, URL and data 
     );
     assert.equal(op!.status, "done");
     assert.match(op!.progress, /generation|switch/);
+    // Both ends got spare CPU for the switchover only: each node is back on its plan's quota.
+    const nodes = await q<{ id: string; host: string; vcpu: number }>(
+      `SELECT i.id, h.name AS host, (i.spec->'limits'->>'vcpu')::float AS vcpu
+       FROM instances i JOIN hosts h ON h.id = i.host_id WHERE i.database_id = $1 AND i.kind = 'node'`,
+      [addonId],
+    );
+    for (const n of nodes) {
+      const quota = await cpuQuotaOf(n.host, n.id);
+      if (quota !== undefined) assert.equal(quota, n.vcpu, `CPU quota of ${n.id} after the switchover`);
+    }
   });
 
   it("goes back to Starter: the leader serves alone without Patroni, data and URL kept", async () => {
