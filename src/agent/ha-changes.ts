@@ -221,3 +221,58 @@ async function isStreaming(pg: PostgresInstance): Promise<boolean> {
   ).catch(() => []);
   return rows[0]?.status === "streaming";
 }
+
+/** How long Patroni's leader takes to act on a changed synchronous mode (a loop or two). */
+const SYNC_CHANGE_TIMEOUT_MS = 30_000;
+
+async function syncStandbys(rest: PatroniRest): Promise<number> {
+  const res = await rest.call("GET", "/cluster", undefined, 2000);
+  if (res.status !== 200) throw new Error(`GET /cluster answered ${res.status}`);
+  const members = (JSON.parse(res.body) as { members?: Array<{ role?: string }> }).members ?? [];
+  return members.filter((m) => m.role === "sync_standby").length;
+}
+
+/**
+ * Business <-> Enterprise: the cluster's synchronous mode (in the DCS) follows the spec of
+ * the newest generation. Off: patched at once, by any member, and done once the leader names
+ * no synchronous standby (Enterprise -> Business removes a standby only after that). On: only
+ * by a standby that streams, so a strict leader is never left without a standby to wait for
+ * (Starter -> Enterprise, Business -> Enterprise); done once the leader names one.
+ */
+export async function ensureSynchronousMode(
+  pg: PostgresInstance,
+  rest: PatroniRest,
+  want: boolean,
+  generation: number,
+  isLeader: boolean,
+  log: Logger | null,
+): Promise<void> {
+  const config = await rest.config();
+  const now = config.synchronous_mode === true;
+  // Why: a member still on an older generation (re-converged during the change) must not undo it.
+  if (now === want || generation < Number(config[GENERATION_KEY] ?? 0)) return;
+  if (want && isLeader) return;
+  if (want) {
+    await waitFor(
+      `standby ${pg.opts.id} to stream before synchronous mode`,
+      () => isStreaming(pg),
+      STREAMING_TIMEOUT_MS,
+      250,
+    );
+  }
+  log?.info(want ? "turning synchronous mode on" : "turning synchronous mode off", {
+    inst: pg.opts.id,
+    generation,
+  });
+  await rest.patchConfig({
+    synchronous_mode: want,
+    synchronous_mode_strict: want,
+    [GENERATION_KEY]: generation,
+  });
+  await waitFor(
+    want ? "the leader to name a synchronous standby" : "the leader to stop naming synchronous standbys",
+    async () => (await syncStandbys(rest)) > 0 === want,
+    SYNC_CHANGE_TIMEOUT_MS,
+    250,
+  );
+}

@@ -17,9 +17,14 @@ import path from "node:path";
 import { PatroniRest } from "../engines/postgresql/patroni-rest.ts";
 import { queryOnce } from "../engines/postgresql/superuser.ts";
 import type { SwitchoverOrder } from "../store/switchovers.store.ts";
+import type { ArchiveSettings } from "../engines/postgresql/backup/pgbackrest-config.ts";
+import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
+import { HaRestores, type HaRestoreNode } from "./ha-restore.ts";
+import type { NodeBackups } from "./node-backups.ts";
 import {
   applySettings,
   ensureClusterRoles,
+  ensureSynchronousMode,
   handOverToPatroni,
   restartIfPending,
   restOf,
@@ -47,7 +52,16 @@ export class HaNodes {
   /** Switchovers this agent already asked Patroni for (one attempt each). */
   private readonly switchoversAsked = new Set<string>();
 
-  constructor(private readonly log: Logger | null) {}
+  /** Point-in-time restores of the clusters of this host's nodes (ha-restore.ts). */
+  private readonly restores: HaRestores | null;
+
+  constructor(
+    private readonly log: Logger | null,
+    /** Continuous backups: archiving on every member, checks and full backups on the leader. */
+    private readonly backups: { nodes: NodeBackups; dirOf(id: string): string } | null = null,
+  ) {
+    this.restores = backups ? new HaRestores({ backups: backups.nodes, dirOf: backups.dirOf, log }) : null;
+  }
 
   static applies(spec: NodeSpec): spec is NodeSpec & { ha: HaSpec } {
     return spec.ha !== undefined;
@@ -96,7 +110,14 @@ export class HaNodes {
   ): Promise<Observation> {
     // Starter -> Business: Patroni adopts the node's running PostgreSQL and its data dir.
     const handedOver = await handOverToPatroni(patroni.pg, spec.ha, this.log);
-    const { started } = await patroni.ensure(spec.settings, spec.tls, { forceTls: spec.forceTls });
+    // Every member archives (its pgBackRest config first: archive_command names it).
+    await this.backups?.nodes.prepareHa(id, patroni.pg, spec.backup);
+    const archive = this.backups?.nodes.archiveOf(id, spec.backup);
+    const start = { forceTls: spec.forceTls, archive };
+    if (this.restores && spec.backup) {
+      await this.restores.ensure(this.restoreNode(id, spec, patroni, spec.backup, start));
+    }
+    const { started } = await patroni.ensure(spec.settings, spec.tls, start);
     // Watched from the moment it runs: its pid file exists now.
     const entry = this.track(id, spec, patroni);
     entry.stopping = false;
@@ -133,6 +154,8 @@ export class HaNodes {
       // A running Patroni re-read its changed config: a standby restarts with new settings.
       const rest = restOf(patroni.pg, spec.ha, spec.tls.caPem);
       if (!started) await applySettings(patroni.pg, rest, spec.settings, generation, this.log);
+      const leads = (state as PatroniState | null)?.role === "leader";
+      await ensureSynchronousMode(patroni.pg, rest, spec.ha.synchronous, generation, leads, this.log);
       // The adopted server still runs with a single node's start settings (no wal_log_hints
       // for pg_rewind, archiving on): the one restart of the switch to a cluster.
       if (handedOver) await restartIfPending(patroni.pg, rest, this.log);
@@ -155,13 +178,53 @@ export class HaNodes {
     patroni: PatroniNode,
     applied: number,
     switchover?: SwitchoverOrder,
-  ) {
+  ): Promise<Observation> {
     const alive = (await patroni.patroniPid()) !== null;
     // A restarted agent finds its running nodes here and watches them again.
     if (alive && !this.watched.has(id)) this.track(id, spec, patroni);
     const state = alive ? await patroni.state() : null;
     if (switchover && state?.role === "leader") this.switchOver(id, spec, patroni, switchover);
-    return this.observation(state, applied);
+    const obs = this.observation(state, applied);
+    const leading = state?.role === "leader" && state.state === "running";
+    const ready = leading && (await patroni.pg.seemsReady());
+    const backup = this.backups?.nodes.observeHa(id, patroni.pg, spec.backup, ready, leading);
+    if (alive && !leading && this.restores && HaRestores.pending(spec.backup)) {
+      const node = this.restoreNode(id, spec, patroni, spec.backup!, { forceTls: spec.forceTls });
+      // The restorer asked the cluster to stop: this standby's convergence then waits for it.
+      void this.restores.stopIfAsked(node).then(
+        (stopped) => stopped && this.onLost?.(),
+        (err: Error) => this.log?.warn("cannot stop for the cluster's restore", { inst: id, err: err.message }),
+      );
+    }
+    return backup ? { ...obs, backup } : obs;
+  }
+
+  /** What ha-restore.ts needs of a node: its cluster, its backups, Patroni stopped and started. */
+  private restoreNode(
+    id: string,
+    spec: NodeSpec & { ha: HaSpec },
+    patroni: PatroniNode,
+    backup: NodeBackupSpec,
+    start: { forceTls: boolean; archive?: ArchiveSettings | undefined },
+  ): HaRestoreNode {
+    return {
+      id,
+      ha: spec.ha,
+      caPem: spec.tls.caPem,
+      backup,
+      patroni,
+      stopPatroni: () => this.stop(id, patroni),
+      startPatroni: async () => {
+        await patroni.ensure(spec.settings, spec.tls, start);
+        this.track(id, spec, patroni).stopping = false;
+        await waitFor(
+          `patroni of ${id} to run PostgreSQL`,
+          async () => (await patroni.state())?.state === "running",
+          RUNNING_TIMEOUT_MS,
+          200,
+        );
+      },
+    };
   }
 
   /**
@@ -266,6 +329,7 @@ export class HaNodes {
 
   forget(id: string): void {
     this.watched.delete(id);
+    this.restores?.forget(id);
   }
 
   private async check(): Promise<void> {

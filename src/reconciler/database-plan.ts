@@ -21,6 +21,10 @@ export interface InstanceObservation {
   role?: string;
   /** A node whose spec has Patroni run it. */
   ha?: boolean;
+  /** A node whose spec asks for synchronous replication (Enterprise). */
+  synchronous?: boolean;
+  /** Nodes: the RAM of the plan their spec was made for. */
+  ramMb?: number;
   ordinal?: number;
 }
 
@@ -49,6 +53,10 @@ export interface DatabaseObservation {
   growPlacement?: PlacementResult | null;
   /** The cluster's etcd user still exists (to drop once it is a single node again). */
   haClusterLeft?: boolean;
+  /** The RAM of the current plan (a same-size change needs no switchover). */
+  planRamMb?: number;
+  /** Dedicated: why the nodes' hosts cannot take the bigger plan yet; null when they can. */
+  resizeBlocked?: string | null;
 }
 
 export type DatabaseStep =

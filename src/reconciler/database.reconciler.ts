@@ -14,7 +14,7 @@ import { reconcileBackups } from "./backup.reconciler.ts";
 import { createInstances, markRunningIfReachable, updateInstanceSpecs, type HaContext } from "./provision.ts";
 import { ensureHaSecrets, haSecrets } from "../store/dcs.store.ts";
 import { dropDcsUser, ensureDcsUser, ensureRegionDcs } from "./dcs.ts";
-import { applyHaStep, observeHaChange } from "./ha-operations.ts";
+import { applyHaStep, nodeSizeOf, observeHaChange } from "./ha-operations.ts";
 
 export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseObservation | null> {
   const q: Queryable = deps.db;
@@ -49,6 +49,8 @@ export async function observeDatabase(deps: Deps, id: string): Promise<DatabaseO
       desiredState: i.desiredState,
       role: i.role,
       ha: i.kind === "node" && i.spec.ha !== undefined,
+      synchronous: (i.spec.ha as { synchronous?: boolean } | undefined)?.synchronous === true,
+      ...nodeSizeOf(i),
       ordinal: i.ordinal,
     })),
     placement: instances.length === 0 && !db.deleteRequestedAt ? await placementFor(deps, db) : null,

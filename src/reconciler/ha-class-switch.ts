@@ -17,6 +17,7 @@ import { gatewaySpec, nodeSpec, type GatewaySpecJson, type NodeSpec } from "./in
 import {
   certificateAddresses,
   loadNetworkPolicy,
+  nodeVpcAddress,
   withGatewayNetwork,
   withNodeNetwork,
   type NetworkPolicy,
@@ -113,11 +114,18 @@ export async function growCluster(
     const current = p.instances.find((i) => i.kind === "node")!;
     await ensureExtraPort(q, current);
     const old = current.spec as unknown as NodeSpec;
+    // Nodes on their database's network also dial each other there: every node's address.
+    const ordinals = [
+      ...p.instances.filter((i) => i.kind === "node"),
+      ...slots.filter((s) => s.kind === "node"),
+    ];
+    const vpcNodes = p.net.vpc ? ordinals.map((n) => nodeVpcAddress(p.net.vpc!.range, n.ordinal)) : [];
     const tls = await deps.pki.issueServer(db.region, {
       commonName: db.resourceId.replace(/_/g, "-"),
-      ipAddresses: [...new Set([...p.addresses.values(), ...certificateAddresses(p.net)])],
+      ipAddresses: [...new Set([...p.addresses.values(), ...certificateAddresses(p.net), ...vpcNodes])],
     });
     const haOf = await haSpecOf(deps, db, p.plan, ha);
+    const backup = await nodeBackupSpec(q, deps, db);
     for (const slot of slots.filter((s) => s.kind === "node")) {
       const address = p.addresses.get(slot.hostId)!;
       const key = { databaseId: id, hostId: slot.hostId, kind: "node" as const, ordinal: slot.ordinal };
@@ -133,6 +141,7 @@ export async function growCluster(
             port,
             tls,
             credentials: old.credentials,
+            backup,
           });
           const spec = withNodeNetwork(node, p.net, slot.ordinal);
           return { ...spec, ha: { ...haOf(instId, restPort!, p.net.vpc !== null), joinOnly: true } };
@@ -206,7 +215,7 @@ export async function convertToHa(deps: Deps, id: string, generation: number, ha
       });
       const spec = {
         ...withNodeNetwork(node, p.net, n.ordinal),
-        ha: haOf(n.id, restPort, p.net.vpc !== null),
+        ha: { ...haOf(n.id, restPort, p.net.vpc !== null), adopted: true },
       };
       await updateInstanceSpec(q, n.id, spec, generation);
     }

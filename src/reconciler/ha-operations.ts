@@ -2,8 +2,11 @@
 // finished when the agents report the candidate as leader), rolling updates and class
 // switches (their specs in ha-class-switch.ts), and what the planning observes for them.
 import type { Deps } from "../api/deps.ts";
-import { findPlan } from "../domain/catalog.ts";
-import { placeStandby, type DcsEndpoints, type HaAction, type SwitchoverObservation } from "./ha-plan.ts";
+import { findPlan, type Plan } from "../domain/catalog.ts";
+import type { HostView, PlacementResult } from "../domain/placement.ts";
+import type { DcsEndpoints, HaAction, SwitchoverObservation } from "./ha-plan.ts";
+import { dedicatedResizeBlocked, placeDedicatedGrowth } from "./placement-dedicated.ts";
+import { placeStandby } from "./placement-shared.ts";
 import type { DatabaseObservation } from "./database-plan.ts";
 import type { DcsState } from "./dcs.ts";
 import { dropDcsUser, ensureDcsUser, ensureRegionDcs } from "./dcs.ts";
@@ -23,9 +26,26 @@ import {
 import { convertToHa, convertToSingle, growCluster, updateRolling } from "./ha-class-switch.ts";
 import type { HaContext } from "./provision.ts";
 
-type HaObservation = Pick<DatabaseObservation, "switchover" | "growPlacement" | "haClusterLeft"> & {
+type HaObservation = Pick<
+  DatabaseObservation,
+  "switchover" | "growPlacement" | "haClusterLeft" | "planRamMb" | "resizeBlocked"
+> & {
   dcs?: DcsState;
 };
+
+interface NodeLimits {
+  memoryMb: number;
+  vcpu: number;
+  diskGb: number;
+}
+
+const limitsOf = (i: Instance) => i.spec.limits as NodeLimits | undefined;
+
+/** A node's size as the planning sees it: the RAM of the plan its spec was made for. */
+export function nodeSizeOf(i: Instance): { ramMb?: number } {
+  const mb = limitsOf(i)?.memoryMb;
+  return i.kind === "node" && typeof mb === "number" ? { ramMb: mb } : {};
+}
 
 /** What the HA planning needs beyond the ordinary observation. */
 export async function observeHaChange(
@@ -34,8 +54,9 @@ export async function observeHaChange(
   instances: Instance[],
   planNodes: number,
 ): Promise<HaObservation> {
-  if (db.deleteRequestedAt || db.model !== "shared") return {};
-  const nodes = instances.filter((i) => i.kind === "node");
+  if (db.deleteRequestedAt) return {};
+  const nodes = instances.filter((i) => i.kind === "node" && i.desiredState !== "deleted");
+  if (nodes.length === 0) return {};
   const sw = await switchoverInFlight(deps.db, db.id);
   const switchover: SwitchoverObservation | null = sw
     ? {
@@ -45,26 +66,74 @@ export async function observeHaChange(
         ageMs: Date.now() - sw.requestedAt.getTime(),
       }
     : null;
-  const out: HaObservation = { switchover };
-  const converting = planNodes > 1 && nodes.length > 0 && nodes.some((n) => n.spec.ha === undefined);
-  if (converting) out.dcs = await ensureRegionDcs(deps, db.region);
-  if (planNodes > 1 && nodes.length === 1)
-    out.growPlacement = await standbyPlacement(deps, db, nodes[0]!, instances);
+  const plan = findPlan(deps.catalog, db.planId);
+  const out: HaObservation = { switchover, ...(plan ? { planRamMb: plan.ramMb } : {}) };
+  const converting = planNodes > 1 && nodes.some((n) => n.spec.ha === undefined);
+  const growing = planNodes > nodes.length;
+  if (converting || growing) out.dcs = await ensureRegionDcs(deps, db.region);
+  const views = db.model === "dedicated" ? await hostViews(deps.db, db.id) : [];
+  if (growing) {
+    out.growPlacement =
+      db.model === "dedicated"
+        ? growthPlacement(db, plan, nodes, instances, views, planNodes)
+        : await standbyPlacement(deps, db, nodes[0]!, instances);
+  }
+  if (db.model === "dedicated" && plan) out.resizeBlocked = resizeBlocked(plan, nodes, views);
   if (planNodes === 1) out.haClusterLeft = (await haSecrets(deps.db, db.id))?.dcsUserCreated === true;
   return out;
+}
+
+const nextOrdinal = (instances: Instance[], kind: string) =>
+  Math.max(-1, ...instances.filter((i) => i.kind === kind).map((i) => i.ordinal)) + 1;
+
+/** Dedicated: the nodes a class switch adds, on free hosts of AZs the database does not use. */
+function growthPlacement(
+  db: Database,
+  plan: Plan | undefined,
+  nodes: Instance[],
+  instances: Instance[],
+  views: HostView[],
+  planNodes: number,
+): PlacementResult {
+  if (!plan) return { ok: false, reason: `plan ${db.planId} is no longer in the catalog` };
+  return placeDedicatedGrowth(
+    nodes.map((n) => n.hostId),
+    views,
+    {
+      region: db.region,
+      ramMb: plan.ramMb,
+      vcpu: plan.vcpu,
+      storageGb: plan.storageGb,
+      count: planNodes - nodes.length,
+      nodeOrdinal: nextOrdinal(instances, "node"),
+      gatewayOrdinal: nextOrdinal(instances, "gateway"),
+    },
+  );
+}
+
+/** Dedicated: whether the hosts of the nodes a bigger plan grows can hold it. */
+function resizeBlocked(plan: Plan, nodes: Instance[], views: HostView[]): string | null {
+  const growing = nodes.filter((n) => {
+    const l = limitsOf(n);
+    return !l || l.memoryMb < plan.ramMb || l.vcpu < plan.vcpu || l.diskGb < plan.storageGb;
+  });
+  if (growing.length === 0) return null;
+  return dedicatedResizeBlocked(
+    growing.map((n) => n.hostId),
+    views,
+    plan,
+  );
 }
 
 async function standbyPlacement(deps: Deps, db: Database, node: Instance, instances: Instance[]) {
   const plan = findPlan(deps.catalog, db.planId);
   if (!plan) return { ok: false as const, reason: `plan ${db.planId} is no longer in the catalog` };
-  const next = (kind: string) =>
-    Math.max(...instances.filter((i) => i.kind === kind).map((i) => i.ordinal)) + 1;
   return placeStandby({ hostId: node.hostId }, await hostViews(deps.db, db.id), {
     ramMb: plan.ramMb,
     storageGb: plan.storageGb,
     overcommit: deps.config.sharedOvercommit,
-    nodeOrdinal: next("node"),
-    gatewayOrdinal: next("gateway"),
+    nodeOrdinal: nextOrdinal(instances, "node"),
+    gatewayOrdinal: nextOrdinal(instances, "gateway"),
   });
 }
 

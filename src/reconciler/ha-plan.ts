@@ -1,18 +1,21 @@
-// Pure planning of the changes of a Shared HA cluster that the plain "hand every instance
-// its new spec" cannot do without downtime: a planned switchover in flight, a rolling
-// resize (standbys first, switchover, then the old leader), Starter -> Business (standby and
-// gateway added, then Patroni takes the existing data dir over) and Business -> Starter
-// (the kept node made leader, the standby removed, the leader turned back into a plain node).
-import type { HostView, Slot } from "../domain/placement.ts";
+// Pure planning of the changes of an HA cluster (Shared and Dedicated) that the plain "hand
+// every instance its new spec" cannot do without downtime: a planned switchover in flight, a
+// rolling resize (standbys first, switchover, then the old leader; in place when the size is
+// the same), Starter -> Business/Enterprise (standbys and gateways added, then Patroni takes
+// the existing data dir over), Business -> Enterprise (a standby added, synchronous mode on
+// once it streams), Enterprise -> Business (synchronous mode off, then a standby removed) and
+// back to Starter (the kept node made leader, the standbys removed, Patroni gone).
+import type { Slot } from "../domain/placement.ts";
 import {
   CLASS_SWITCH_NOT_YET_REASON,
-  HA_RESIZE_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   settle,
   type DatabaseObservation,
   type DatabasePlan,
   type InstanceObservation,
 } from "./database-plan.ts";
+import { planDropNodes, planShrink } from "./ha-plan-shrink.ts";
+import { describe, ha, isStale, nodesOf, settled } from "./ha-plan-steps.ts";
 
 /** A switchover not observed done in this long has failed (Patroni's own limit is ~30 s). */
 export const SWITCHOVER_TIMEOUT_MS = 60_000;
@@ -51,37 +54,21 @@ export type HaAction =
   /** Business -> Starter done: the cluster's etcd user and keys are dropped. */
   | { kind: "drop-dcs" };
 
-const nodesOf = (o: DatabaseObservation) => o.instances.filter((i) => i.kind === "node");
-const isStale = (o: DatabaseObservation) => (i: InstanceObservation) => i.specGeneration < o.generation;
-const settled = (i: InstanceObservation) =>
-  i.status === "running" && i.observedGeneration >= i.specGeneration;
-const lowestOrdinal = (list: InstanceObservation[]) =>
-  [...list].sort((a, b) => (a.ordinal ?? 0) - (b.ordinal ?? 0))[0];
-
-function ha(action: HaAction, message: string, requeueAfterMs = 0): DatabasePlan {
-  return { step: { kind: "ha", action, progress: message }, message, requeueAfterMs };
-}
-
-function describe(i: InstanceObservation): string {
-  const what =
-    i.status === "running" && i.observedGeneration < i.specGeneration
-      ? `applying generation ${i.specGeneration}`
-      : i.statusMessage
-        ? `${i.status}: ${i.statusMessage}`
-        : i.status;
-  return `${i.kind} ${i.id} on ${i.hostName}: ${what}`;
-}
-
 /** The step for an HA change in progress, or null when the ordinary planning applies. */
 export function planHaChange(o: DatabaseObservation): DatabasePlan | null {
   const nodes = nodesOf(o);
   if (nodes.length === 0) return null;
-  if (o.model === "dedicated") return planDedicatedGuards(o, nodes);
   if (o.switchover) return planSwitchoverInFlight(o, o.switchover);
+  // A Dedicated host is its node's VM: a bigger plan that does not fit there waits for capacity.
+  if (o.resizeBlocked) return settle(o, "updating", o.resizeBlocked);
   const anyHa = nodes.some((n) => n.ha === true);
   if (o.planNodes > 1) {
-    if (nodes.length > o.planNodes) return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
-    if (nodes.length < o.planNodes) return planGrow(o);
+    if (nodes.length > o.planNodes) {
+      // Shared has no plan of more than 2 nodes: only Dedicated Enterprise -> Business gets here.
+      if (o.model !== "dedicated") return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
+      return planDropNodes(o, nodes);
+    }
+    if (nodes.length < o.planNodes) return planGrow(o, nodes);
     if (nodes.some((n) => n.ha !== true)) return planConvertToHa(o);
     if (o.instances.some(isStale(o))) return planRollingUpdate(o, nodes);
     return null;
@@ -90,15 +77,6 @@ export function planHaChange(o: DatabaseObservation): DatabasePlan | null {
   if (o.haClusterLeft && nodes.every(settled) && !o.instances.some(isStale(o))) {
     return ha({ kind: "drop-dcs" }, `${o.id} is a single node again: its etcd user and keys are dropped`);
   }
-  return null;
-}
-
-/** Dedicated HA clusters are not run yet (the lead's work): say so rather than act. */
-function planDedicatedGuards(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan | null {
-  // Why: a Starter node has no Patroni; more nodes next to it would be independent primaries.
-  if (nodes.length > 1 !== o.planNodes > 1) return settle(o, "updating", CLASS_SWITCH_NOT_YET_REASON);
-  if (nodes.length > 1 && o.instances.some(isStale(o)))
-    return settle(o, "updating", HA_RESIZE_NOT_YET_REASON);
   return null;
 }
 
@@ -148,6 +126,12 @@ function planRollingUpdate(o: DatabaseObservation, nodes: InstanceObservation[])
       INSTANCE_RECHECK_MS,
     );
   }
+  // Why: a node just added for this change (Business -> Enterprise) streams before any other
+  // restarts, so the cluster never runs on a single copy of the data.
+  const added = isStale(o)(leader) ? nodes.find((n) => !isStale(o)(n) && !settled(n)) : undefined;
+  if (added) {
+    return settle(o, "updating", `rolling update: waiting for ${describe(added)}`, INSTANCE_RECHECK_MS);
+  }
   const others = o.instances.filter((i) => i.id !== leader.id);
   const stale = others.filter(isStale(o));
   if (stale.length > 0) {
@@ -160,6 +144,13 @@ function planRollingUpdate(o: DatabaseObservation, nodes: InstanceObservation[])
   const waiting = others.find((i) => !settled(i));
   if (waiting)
     return settle(o, "updating", `rolling update: waiting for ${describe(waiting)}`, INSTANCE_RECHECK_MS);
+  // Same size (Business <-> Enterprise): no setting needs a restart, so no switchover either.
+  if (leader.ramMb !== undefined && leader.ramMb === o.planRamMb) {
+    return ha(
+      { kind: "update-specs", generation: o.generation, instanceIds: [leader.id] },
+      `${o.id} same size: the leader ${leader.id} takes generation ${o.generation} in place, no switchover`,
+    );
+  }
   const candidate = nodes.find((n) => n.id !== leader.id && n.role === "follower" && settled(n));
   if (!candidate) {
     return settle(
@@ -183,8 +174,13 @@ function dcsWait(o: DatabaseObservation): { plan: DatabasePlan } | { dcs: DcsEnd
   return { dcs: { endpoints: o.dcs.endpoints, serviceEndpoints: o.dcs.serviceEndpoints } };
 }
 
-/** Starter -> Business, first half: the standby and its gateway, next to the serving node. */
-function planGrow(o: DatabaseObservation): DatabasePlan {
+/**
+ * Starter -> Business/Enterprise, first half: the standbys and their gateways, next to the
+ * serving node (Shared: same AZ; Dedicated: free hosts of other AZs). Business -> Enterprise:
+ * the third node and gateway; it clones the leader, and its agent turns synchronous mode on
+ * once it streams.
+ */
+function planGrow(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan {
   const wait = dcsWait(o);
   if ("plan" in wait) return wait.plan;
   const p = o.growPlacement;
@@ -193,9 +189,12 @@ function planGrow(o: DatabaseObservation): DatabasePlan {
     return settle(o, "updating", `waiting for a host for the standby: ${why}`);
   }
   const hosts = [...new Set(p.slots.map((s) => s.hostId))].join(", ");
+  const then = nodes.every((n) => n.ha === true)
+    ? "they clone the leader"
+    : "then Patroni takes the node over";
   return ha(
     { kind: "grow", generation: o.generation, slots: p.slots, dcs: wait.dcs },
-    `${o.id} becomes a cluster: standby and gateway placed on ${hosts}, then Patroni takes the node over`,
+    `${o.id} becomes a ${o.planNodes}-node cluster: standby and gateway placed on ${hosts}, ${then}`,
   );
 }
 
@@ -211,80 +210,4 @@ function planConvertToHa(o: DatabaseObservation): DatabasePlan {
     { kind: "convert-to-ha", generation: o.generation, dcs: wait.dcs },
     `${o.id} hands its running node to Patroni (its data dir kept)`,
   );
-}
-
-/**
- * Business -> Starter: the leader stays, so writes never pause for a switchover (the
- * reference: "follower powered off"), with the gateway of the lowest ordinal (the URL).
- */
-function planShrink(o: DatabaseObservation, nodes: InstanceObservation[]): DatabasePlan | null {
-  const keepGateway = lowestOrdinal(o.instances.filter((i) => i.kind === "gateway"));
-  if (nodes.length === 1) {
-    const keep = nodes[0]!;
-    const extras = o.instances.filter((i) => i.id !== keep.id && i.id !== keepGateway?.id);
-    if (extras.length > 0) return planRemoval(o, keep, extras);
-    if (keep.ha === true || o.instances.some(isStale(o))) {
-      return ha(
-        { kind: "convert-to-single", generation: o.generation },
-        `${o.id} runs ${keep.id} without Patroni again (its data dir kept)`,
-      );
-    }
-    return null;
-  }
-  const leaders = nodes.filter((n) => n.role === "leader");
-  if (leaders.length !== 1 || !settled(leaders[0]!)) {
-    const roles = nodes.map((n) => `${n.id} ${n.role || "no role"} (${n.status})`).join(", ");
-    return settle(o, "updating", `waiting for one running leader to keep: ${roles}`, INSTANCE_RECHECK_MS);
-  }
-  const keep = leaders[0]!;
-  return planRemoval(
-    o,
-    keep,
-    o.instances.filter((i) => i.id !== keep.id && i.id !== keepGateway?.id),
-  );
-}
-
-function planRemoval(o: DatabaseObservation, keep: InstanceObservation, extras: InstanceObservation[]) {
-  if (extras.every((i) => i.desiredState === "deleted")) {
-    return settle(o, "updating", `waiting for ${describe(extras[0]!)} to be removed`, INSTANCE_RECHECK_MS);
-  }
-  const names = extras.map((i) => `${i.kind} ${i.id}`).join(", ");
-  return ha(
-    { kind: "remove-instances", instanceIds: extras.map((i) => i.id) },
-    `${o.id} removes ${names}; the leader ${keep.id} keeps serving`,
-  );
-}
-
-/** Where a Starter's standby goes: another ready host of its node's AZ with room for the plan. */
-export function placeStandby(
-  current: { hostId: string },
-  hosts: HostView[],
-  req: { ramMb: number; storageGb: number; overcommit: number; nodeOrdinal: number; gatewayOrdinal: number },
-): { ok: true; slots: Slot[] } | { ok: false; reason: string } {
-  const home = hosts.find((h) => h.id === current.hostId);
-  if (!home) return { ok: false, reason: `the node's host ${current.hostId} is unknown` };
-  const fits = (h: HostView) =>
-    h.usedRamMb + req.ramMb <= h.capacityRamMb * req.overcommit &&
-    h.usedDiskGb + req.storageGb <= h.capacityDiskGb * req.overcommit;
-  const candidates = hosts
-    .filter((h) => h.id !== home.id && h.ready && h.pool === home.pool && h.region === home.region)
-    .filter((h) => h.az === home.az && fits(h))
-    .sort(
-      (a, b) =>
-        b.capacityRamMb - b.usedRamMb - (a.capacityRamMb - a.usedRamMb) || a.name.localeCompare(b.name),
-    );
-  const chosen = candidates[0];
-  if (!chosen) {
-    return {
-      ok: false,
-      reason: `no other ready host of AZ ${home.az} has ${req.ramMb} MB RAM and ${req.storageGb} GB disk free`,
-    };
-  }
-  return {
-    ok: true,
-    slots: [
-      { kind: "node", ordinal: req.nodeOrdinal, hostId: chosen.id },
-      { kind: "gateway", ordinal: req.gatewayOrdinal, hostId: chosen.id },
-    ],
-  };
 }

@@ -233,8 +233,9 @@ export async function updateInstanceSpecs(
           backup: await nodeBackupSpec(q, deps, db),
         });
         spec = withNodeNetwork(spec as NodeSpec, net, inst.ordinal);
-        // An HA node keeps its cluster identity across plan changes.
-        if (old.ha) spec = { ...spec, ha: old.ha };
+        // An HA node keeps its cluster identity across plan changes; its agent makes the
+        // cluster's synchronous mode follow the class (Business <-> Enterprise).
+        if (old.ha) spec = { ...spec, ha: { ...old.ha, synchronous: plan.serviceClass === "enterprise" } };
       }
       await updateInstanceSpec(q, inst.id, spec, generation);
     }

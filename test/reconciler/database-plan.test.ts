@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
-  CLASS_SWITCH_NOT_YET_REASON,
-  HA_RESIZE_NOT_YET_REASON,
   INSTANCE_RECHECK_MS,
   NO_HOST_REASON,
   WAIT_RECHECK_MS,
@@ -210,7 +208,7 @@ describe("planDatabase", () => {
       message: /placed/,
     },
     {
-      name: "a running Dedicated Starter switched to Business keeps running its node and says why it is not updated",
+      name: "a running Dedicated Starter switched to Business first waits for the region's etcd cluster",
       obs: {
         phase: "running",
         generation: 2,
@@ -219,12 +217,12 @@ describe("planDatabase", () => {
         model: "dedicated",
         instances: [inst()],
       },
-      step: { kind: "set-phase", phase: "updating", reason: CLASS_SWITCH_NOT_YET_REASON },
-      requeue: WAIT_RECHECK_MS,
+      step: { kind: "set-phase", phase: "updating", reason: "waiting for the region's etcd cluster" },
+      requeue: INSTANCE_RECHECK_MS,
       message: /updating/,
     },
     {
-      name: "a Dedicated Business cluster given a new size keeps serving and says why it is not resized yet",
+      name: "a Dedicated database whose hosts cannot hold its bigger plan keeps serving and says why",
       obs: {
         model: "dedicated",
         phase: "running",
@@ -232,8 +230,13 @@ describe("planDatabase", () => {
         observedGeneration: 1,
         planNodes: 2,
         instances: [inst(), inst({ id: "inst-m" })],
+        resizeBlocked: "waiting for capacity: plan p needs 160 GB disk",
       },
-      step: { kind: "set-phase", phase: "updating", reason: HA_RESIZE_NOT_YET_REASON },
+      step: {
+        kind: "set-phase",
+        phase: "updating",
+        reason: "waiting for capacity: plan p needs 160 GB disk",
+      },
       requeue: WAIT_RECHECK_MS,
       message: /updating/,
     },

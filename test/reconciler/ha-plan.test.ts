@@ -3,12 +3,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
-  CLASS_SWITCH_NOT_YET_REASON,
   planDatabase,
   type DatabaseObservation,
   type InstanceObservation,
 } from "../../src/reconciler/database-plan.ts";
-import { SWITCHOVER_TIMEOUT_MS, placeStandby } from "../../src/reconciler/ha-plan.ts";
+import { SWITCHOVER_TIMEOUT_MS } from "../../src/reconciler/ha-plan.ts";
+import { placeStandby } from "../../src/reconciler/placement-shared.ts";
 import type { HostView } from "../../src/domain/placement.ts";
 
 const dcs = {
@@ -237,18 +237,6 @@ describe("Business -> Starter", () => {
     assert.deepEqual(planDatabase(obs({ instances: single, planNodes: 1 }), "ad-1").step, {
       kind: "verify",
       generation: 2,
-    });
-  });
-});
-
-describe("Dedicated clusters", () => {
-  it("still say that a class switch is not done yet", () => {
-    const instances = [inst("n0", { role: "leader" }), inst("g0", { kind: "gateway" })];
-    const plan = planDatabase(obs({ instances, model: "dedicated" }), "ad-1");
-    assert.deepEqual(plan.step, {
-      kind: "set-phase",
-      phase: "updating",
-      reason: CLASS_SWITCH_NOT_YET_REASON,
     });
   });
 });

@@ -25,6 +25,11 @@ export interface HaSpec {
    * (Patroni without a bootstrap section waits for a leader, then clones it).
    */
   joinOnly?: boolean;
+  /**
+   * A Starter's node Patroni takes over: the cluster starts asynchronous (a strict leader
+   * alone would accept no commit); its standbys turn synchronous mode on once they stream.
+   */
+  adopted?: boolean;
 }
 
 export interface HaTiming {
@@ -87,6 +92,10 @@ export function renderPatroniConfig(
     const value = raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw;
     (GLOBAL_SETTINGS.has(key) ? global : local)[key] = value;
   }
+  // Every member archives into the database's one stanza, a standby too (`always`): the
+  // segments it streamed are pushed by it as well, so a leader that dies before archiving
+  // its last ones leaves no gap (pgBackRest accepts a segment already there, same checksum).
+  if (input.archive) local.archive_mode = "always";
   // A node in a network namespace listens on its link to the host and on its database's
   // network (last): its peers and the gateways dial it there. Its namespace is its own, so
   // the REST API may listen on all of its addresses (Patroni takes one listen address).
@@ -160,9 +169,9 @@ function bootstrapSection(ha: HaSpec, global: Record<string, string | number>) {
       loop_wait: ha.timing.loopWait,
       retry_timeout: ha.timing.retryTimeout,
       maximum_lag_on_failover: MAXIMUM_LAG_ON_FAILOVER_BYTES,
-      synchronous_mode: ha.synchronous,
+      synchronous_mode: ha.synchronous && ha.adopted !== true,
       // Enterprise never acknowledges a commit that only the primary has, even alone.
-      synchronous_mode_strict: ha.synchronous,
+      synchronous_mode_strict: ha.synchronous && ha.adopted !== true,
       postgresql: { use_pg_rewind: true, use_slots: true, parameters: global },
     },
     initdb: [
