@@ -45,7 +45,7 @@ export interface Cluster {
  */
 export async function startCluster(opts: {
   subnet: number;
-  hosts: Array<Pick<LocalHost, "name" | "pool" | "az">>;
+  hosts: Array<Pick<LocalHost, "name" | "pool" | "az"> & Partial<Pick<LocalHost, "diskGb">>>;
   /** Extra controller settings (CELLAR_*), e.g. shorter backup checks. */
   env?: Record<string, string>;
 }): Promise<Cluster> {
@@ -76,7 +76,7 @@ export async function startCluster(opts: {
     address: `127.${opts.subnet}.0.${i + 1}`,
     vcpu: 2,
     ramMb: 8192,
-    diskGb: 100,
+    diskGb: h.diskGb ?? 100,
   }));
   const fleet = startLocalFleet(config, log, {
     controllerUrl: controller.agentUrl,
