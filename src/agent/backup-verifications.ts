@@ -8,6 +8,7 @@ import path from "node:path";
 import {
   backupToVerify,
   type BackupSet,
+  type Lineage,
   VERIFY_ANNOTATIONS,
 } from "../engines/postgresql/backup/backup-info.ts";
 import { PgBackRest, type WrapArgv } from "../engines/postgresql/backup/pgbackrest.ts";
@@ -46,7 +47,8 @@ export interface VerifyRequest {
   configFile: string;
   stanza: string;
   backups: BackupSet[];
-  timeline: number | null;
+  /** The timelines whose backups count (backup-info.ts lineageOf). */
+  timeline: Lineage;
   /** The backup's annotations changed: the stanza's info should be read again. */
   onDone: (set: string, outcome: VerifyOutcome) => void;
 }

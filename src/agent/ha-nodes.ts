@@ -58,7 +58,7 @@ export class HaNodes {
   constructor(
     private readonly log: Logger | null,
     /** Continuous backups: archiving on every member, checks and full backups on the leader. */
-    private readonly backups: { nodes: NodeBackups; dirOf(id: string): string } | null = null,
+    private readonly backups: { nodes: NodeBackups; dirOf: (id: string) => string } | null = null,
   ) {
     this.restores = backups ? new HaRestores({ backups: backups.nodes, dirOf: backups.dirOf, log }) : null;
   }
@@ -193,7 +193,8 @@ export class HaNodes {
       // The restorer asked the cluster to stop: this standby's convergence then waits for it.
       void this.restores.stopIfAsked(node).then(
         (stopped) => stopped && this.onLost?.(),
-        (err: Error) => this.log?.warn("cannot stop for the cluster's restore", { inst: id, err: err.message }),
+        (err: Error) =>
+          this.log?.warn("cannot stop for the cluster's restore", { inst: id, err: err.message }),
       );
     }
     return backup ? { ...obs, backup } : obs;

@@ -51,6 +51,8 @@ interface Tracked {
   restore: RestoreOutcome | null;
   restoring: boolean;
   job: { done: Promise<void>; abort: AbortController } | null;
+  /** The timelines whose backups count, read for `timeline` (a history never changes). */
+  lineage: { timeline: number; timelines: number[] } | null;
 }
 
 export interface NodeBackupsOptions {
@@ -65,6 +67,8 @@ export interface NodeBackupsOptions {
 
 export class NodeBackups {
   private readonly nodes = new Map<string, Tracked>();
+  /** Nodes of HA clusters (Patroni runs them): observed through observeHa only. */
+  private readonly ha = new Set<string>();
   private readonly slots: Slots;
   private readonly verifications: BackupVerifications;
 
@@ -117,6 +121,7 @@ export class NodeBackups {
         restore: null,
         restoring: false,
         job: null,
+        lineage: null,
       };
       this.nodes.set(id, t);
     }
@@ -146,17 +151,71 @@ export class NodeBackups {
     spec: NodeBackupSpec | undefined,
     reconfigure: () => Promise<unknown>,
   ): Promise<void> {
+    // Business -> Starter: the node is a single one again.
+    this.ha.delete(id);
     if (!spec) return;
     const t = this.track(id, spec, node);
     await this.writeConfig(t);
     if (spec.seed) await this.seed(t, spec.seed, reconfigure);
-    const restorer = new InPlaceRestore({
-      node,
-      pgbackrest: new PgBackRest(this.paths(id).configFile, spec.stanza),
-      stateFile: this.stateFile(id),
+    await this.restoreAsAsked(t, reconfigure);
+  }
+
+  /**
+   * An HA node, before Patroni starts it: the pgBackRest config its archive_command names.
+   * Its backups are the leader's work (observeHa); a restore is sequenced by ha-restore.ts.
+   */
+  async prepareHa(id: string, node: PostgresInstance, spec: NodeBackupSpec | undefined): Promise<void> {
+    this.ha.add(id);
+    if (!spec) return;
+    await this.writeConfig(this.track(id, spec, node));
+  }
+
+  /** Whether this node already ran the restore `restoreId` (its outcome is in its state file). */
+  async restoreOutcome(id: string, restoreId: string): Promise<RestoreOutcome | null> {
+    const text = await fs.readFile(this.stateFile(id), "utf8").catch(() => null);
+    const outcomes = text ? ((JSON.parse(text) as { outcomes?: RestoreOutcome[] }).outcomes ?? []) : [];
+    return outcomes.find((o) => o.id === restoreId) ?? null;
+  }
+
+  /**
+   * The HA cluster's restorer, its Patroni stopped: the restore of its spec, run to the end
+   * on the node as a plain primary (restore.ts). Returns its outcome.
+   */
+  async restoreHa(
+    id: string,
+    node: PostgresInstance,
+    spec: NodeBackupSpec,
+    reconfigure: () => Promise<unknown>,
+  ): Promise<RestoreOutcome | null> {
+    const t = this.track(id, spec, node);
+    await this.writeConfig(t);
+    await this.restoreAsAsked(t, reconfigure);
+    return t.restore;
+  }
+
+  /** An HA restore that could not start (the cluster did not stop): failed, nothing touched. */
+  async refuseRestore(id: string, spec: NodeBackupSpec, message: string): Promise<RestoreOutcome | null> {
+    const t = this.nodes.get(id);
+    if (!spec.restore || !t) return null;
+    const target = { id: spec.restore.id, targetTime: new Date(spec.restore.targetTime) };
+    t.restore = await this.restorer(t, () => Promise.resolve()).refuse(target, message);
+    return t.restore;
+  }
+
+  private restorer(t: Tracked, reconfigure: () => Promise<unknown>): InPlaceRestore {
+    return new InPlaceRestore({
+      node: t.node,
+      pgbackrest: new PgBackRest(this.paths(t.id).configFile, t.spec.stanza),
+      stateFile: this.stateFile(t.id),
       reconfigure,
       now: () => this.now(),
     });
+  }
+
+  /** The restore the spec asks for, resumed or run to the end; nothing when none is asked. */
+  private async restoreAsAsked(t: Tracked, reconfigure: () => Promise<unknown>): Promise<void> {
+    const { spec } = t;
+    const restorer = this.restorer(t, reconfigure);
     const target = spec.restore
       ? { id: spec.restore.id, targetTime: new Date(spec.restore.targetTime) }
       : null;
@@ -175,6 +234,7 @@ export class NodeBackups {
       t.restoring = false;
       // The restore may have started a new timeline: look at the stanza again at once.
       t.info = null;
+      t.lineage = null;
       t.nextAt = 0;
     }
   }
@@ -215,12 +275,47 @@ export class NodeBackups {
     spec: NodeBackupSpec | undefined,
     running: boolean,
   ): BackupReport | undefined {
-    if (!spec) return undefined;
+    // An HA node is observed through observeHa (the driver looks at every node this way too).
+    if (!spec || this.ha.has(id)) return undefined;
+    return this.look(id, node, spec, running);
+  }
+
+  private look(id: string, node: PostgresInstance, spec: NodeBackupSpec, running: boolean) {
     const t = this.track(id, spec, node);
     if (running && !t.job && !t.restoring && this.now().getTime() >= t.nextAt) this.startCheck(t);
     // Between checks: a backup running would hold the stanza's lock the verdict is written under.
     if (running && !t.job && !t.restoring && t.info && spec.verify !== false) this.verifyNext(t);
     return t.report ? { ...t.report, restore: t.restore, failure: t.failure } : undefined;
+  }
+
+  /**
+   * The heartbeat's look at an HA node: only the leader checks, backs up and reports (the
+   * stanza is the cluster's, and a standby's view of it would be stale). A node that stops
+   * leading drops its work and its report; it looks afresh if it leads again.
+   */
+  observeHa(
+    id: string,
+    node: PostgresInstance,
+    spec: NodeBackupSpec | undefined,
+    running: boolean,
+    leading: boolean,
+  ): BackupReport | undefined {
+    this.ha.add(id);
+    if (!spec) return undefined;
+    if (leading) return this.look(id, node, spec, running);
+    const t = this.nodes.get(id);
+    if (t) {
+      t.job?.abort.abort();
+      Object.assign(t, {
+        report: null,
+        failure: null,
+        info: null,
+        lineage: null,
+        stanzaReady: false,
+        nextAt: 0,
+      });
+    }
+    return undefined;
   }
 
   /** Verifies the node's next unverified full backup (one at a time per host). */
@@ -230,7 +325,7 @@ export class NodeBackups {
       configFile: this.paths(t.id).configFile,
       stanza: t.spec.stanza,
       backups: t.info?.backups ?? [],
-      timeline: t.report?.timeline ?? null,
+      timeline: t.report?.timelines ?? t.report?.timeline ?? null,
       onDone: (label, outcome) => this.verified(t, label, outcome),
     });
   }
@@ -275,8 +370,15 @@ export class NodeBackups {
     if (!t.info || Date.now() - t.infoAt > INFO_REFRESH_MS) await this.refreshInfo(t, br, signal);
     if (!t.restore) t.restore = await lastRestoreOutcome(this.stateFile(t.id));
     let status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
+    if (t.lineage?.timeline !== status.timeline) {
+      const timelines = await br.lineage(status.timeline, signal);
+      // A promotion archives its history first: until then, no backup is decided on a guess.
+      if (!timelines) throw new Error(`the history of timeline ${status.timeline} is not archived yet`);
+      t.lineage = { timeline: status.timeline, timelines };
+    }
     this.publish(t, status);
-    const reason = fullBackupDue(t.info!.backups, status.timeline, this.now(), t.spec.fullEveryHours);
+    const lineage = t.lineage.timelines;
+    const reason = fullBackupDue(t.info!.backups, lineage, this.now(), t.spec.fullEveryHours);
     if (!reason) return;
     await this.slots.run(() =>
       this.recordingFailure(t, "backup", signal, () => br.backupFull({ "cellar-reason": reason }, signal)),
@@ -320,6 +422,7 @@ export class NodeBackups {
     t.report = {
       stanza: t.spec.stanza,
       timeline: status.timeline,
+      ...(t.lineage?.timeline === status.timeline ? { timelines: t.lineage.timelines } : {}),
       backups: (t.info?.backups ?? []).map(backupReportOf),
       archived_until: status.archivedUntil?.toISOString() ?? null,
       archive_error: status.error,
@@ -338,6 +441,7 @@ export class NodeBackups {
   /** The node is gone from this host: its background work stops (the repository stays). */
   async forget(id: string): Promise<void> {
     await this.verifications.forget(id);
+    this.ha.delete(id);
     const t = this.nodes.get(id);
     if (!t) return;
     await this.cancel(t);

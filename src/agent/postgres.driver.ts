@@ -76,7 +76,7 @@ export class PostgresDriver implements InstanceDriver {
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
     this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
-    this.ha = new HaNodes(opts.log ?? null);
+    this.ha = new HaNodes(opts.log ?? null, { nodes: this.backups, dirOf: (id) => this.dirOf(id) });
   }
 
   /** `onChange` is called when an instance needs converging before the next heartbeat. */

@@ -60,6 +60,8 @@ function parseVerdict(v: unknown): VerificationVerdict | null {
 interface ParsedReport {
   stanza: string;
   timeline: number | null;
+  /** The current timeline and those it continues (HA failovers); see BackupReport.timelines. */
+  timelines: number[] | null;
   backups: BaseBackupRow[];
   verdicts: VerificationVerdict[];
   archivedUntil: Date | null;
@@ -81,6 +83,10 @@ export function parseBackupReport(v: unknown): ParsedReport | null {
   return {
     stanza: v.stanza,
     timeline: Number.isInteger(r.timeline) ? (r.timeline as number) : null,
+    timelines:
+      Array.isArray(r.timelines) && r.timelines.length > 0 && r.timelines.every((t) => Number.isInteger(t))
+        ? (r.timelines as number[])
+        : null,
     backups: backups as BaseBackupRow[],
     verdicts: (v.backups as unknown[]).map(parseVerdict).filter((x): x is VerificationVerdict => x !== null),
     archivedUntil: optTime(r.archived_until),
@@ -178,7 +184,7 @@ async function applyOne(
       error: report.failure.message,
     });
   }
-  const window = recoveryWindow(report.backups, report.timeline, report.archivedUntil);
+  const window = recoveryWindow(report.backups, report.timelines ?? report.timeline, report.archivedUntil);
   await saveReportedStatus(q, databaseId, {
     timeline: report.timeline,
     earliest: window.earliest,

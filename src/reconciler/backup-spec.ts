@@ -15,8 +15,9 @@ import type { Queryable } from "../store/db.ts";
 import type { Database } from "../store/databases.store.ts";
 
 /**
- * Single-node PostgreSQL plans only: on an HA cluster every node would archive and back up
- * into one stanza; the primary-only wiring belongs with Patroni.
+ * Every PostgreSQL database. An HA cluster's nodes share the database's one stanza: every
+ * member archives into it, its leader's agent takes the full backups, and a restore names
+ * the member that runs it (ha-restore.ts in the agent).
  */
 export async function nodeBackupSpec(
   q: Queryable,
@@ -25,7 +26,7 @@ export async function nodeBackupSpec(
 ): Promise<NodeBackupSpec | undefined> {
   const plan = findPlan(deps.catalog, db.planId);
   const cfg = deps.config.backup;
-  if (!cfg.enabled || db.engine !== "postgresql" || !plan || plan.nodes !== 1) return undefined;
+  if (!cfg.enabled || db.engine !== "postgresql" || !plan) return undefined;
   const cb = await ensureContinuousBackup(q, db, {
     repoRoot: cfg.repoPath,
     retentionDays: recoveryWindowDays(db.model, plan.serviceClass),
@@ -42,9 +43,30 @@ export async function nodeBackupSpec(
     checkEveryS: cfg.checkEveryS,
     // Only when off: the specs of existing nodes stay as they were.
     ...(cfg.verify ? {} : { verify: false }),
-    ...(restore ? { restore: { id: restore.id, targetTime: restore.targetTime.toISOString() } } : {}),
+    ...(restore
+      ? {
+          restore: {
+            id: restore.id,
+            targetTime: restore.targetTime.toISOString(),
+            ...(plan.nodes > 1 ? { restorer: await restorerOf(q, db.id) } : {}),
+          },
+        }
+      : {}),
     ...(seed?.fork ? { seed: seedSpec(seed, seed.fork) } : {}),
   };
+}
+
+/**
+ * The member that restores an HA cluster: its leader as last reported (its agent commits the
+ * transaction that ends the restore's WAL), else the first node.
+ */
+async function restorerOf(q: Queryable, databaseId: string): Promise<string> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM instances WHERE database_id = $1 AND kind = 'node' AND desired_state <> 'deleted'
+     ORDER BY (role = 'leader') DESC, ordinal LIMIT 1`,
+    [databaseId],
+  );
+  return rows[0]?.id ?? "";
 }
 
 function seedSpec(seed: PendingSeed, fork: { username: string; dbname: string }): NodeSeedSpec {

@@ -11,6 +11,7 @@ import type { PostgresInstance } from "./instance.ts";
 import { PG_BIN_DIR } from "./local-cluster.ts";
 import { renderPatroniConfig, type HaSpec, type PatroniFiles } from "./patroni-config.ts";
 import type { PlanSettings } from "./plan-settings.ts";
+import type { ArchiveSettings } from "./backup/pgbackrest-config.ts";
 import type { PemPair } from "../tls/pki.ts";
 
 export const PATRONI_BIN = "/usr/bin/patroni";
@@ -66,7 +67,7 @@ export class PatroniNode {
   async ensure(
     settings: PlanSettings,
     tls: PemPair,
-    opts: { forceTls: boolean },
+    opts: { forceTls: boolean; archive?: ArchiveSettings | undefined },
   ): Promise<{ started: boolean }> {
     const owner = postgresUser();
     const f = this.files();
@@ -95,6 +96,7 @@ export class PatroniNode {
         logDir: this.pg.logDir,
         tls: { certFile: f.serverCert, keyFile: f.serverKey, caFile: f.caFile },
         clusterName: this.pg.opts.id,
+        archive: opts.archive,
       },
       f,
       { forceTls: opts.forceTls },

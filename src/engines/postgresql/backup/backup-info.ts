@@ -92,26 +92,73 @@ export function parseStanzaInfo(json: string, stanza: string): StanzaInfo {
 }
 
 /**
- * The backup a restore to `target` starts from: the newest one of the current timeline that
- * ended at or before the target (a restore never crosses back to an older timeline: the
- * reference's restores reset the timeline, and what came before is no longer offered).
+ * The timelines whose backups and WAL lead to the current one: a single timeline, or (when
+ * given as a list) the current one and the ancestors it continues (lineageOf).
  */
-export function chooseBackupSet(backups: BackupSet[], timeline: number, target: Date): BackupSet | null {
-  const usable = backups.filter((b) => b.timeline === timeline && b.stoppedAt.getTime() <= target.getTime());
+export type Lineage = number | readonly number[] | null;
+
+const onLineage = (timeline: number, lineage: Lineage): boolean =>
+  typeof lineage === "number" || lineage === null ? timeline === lineage : lineage.includes(timeline);
+
+/** One line of a timeline history file: `parent` was left at `switchLsn`, for `reason`. */
+export interface HistoryEntry {
+  parent: number;
+  switchLsn: string;
+  reason: string;
+}
+
+/** Parses PostgreSQL's `<timeline>.history` (tab-separated lines; `#` comments). */
+export function parseTimelineHistory(text: string): HistoryEntry[] {
+  const entries: HistoryEntry[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)\s*(.*)$/.exec(line);
+    if (m) entries.push({ parent: Number(m[1]), switchLsn: m[2]!, reason: m[3]!.trim() });
+  }
+  return entries;
+}
+
+/** The reason PostgreSQL writes when a server is promoted with no recovery target: a failover. */
+export const PROMOTION_REASON = "no recovery target specified";
+
+/**
+ * The current timeline and the ancestors it continues without a break: an HA failover or
+ * switchover promotes a standby with no recovery target, so the history goes on. A
+ * point-in-time restore stops at a target (its reason names it): what came before it is
+ * not offered again (the reference's timeline reset), so the walk stops there.
+ */
+export function lineageOf(current: number, history: HistoryEntry[]): number[] {
+  const lineage = [current];
+  for (let i = history.length - 1; i >= 0; i--) {
+    const entry = history[i]!;
+    if (entry.reason !== PROMOTION_REASON) break;
+    lineage.push(entry.parent);
+  }
+  return lineage;
+}
+
+/**
+ * The backup a restore to `target` starts from: the newest one of the current lineage that
+ * ended at or before the target (a restore never crosses back before an earlier restore:
+ * the reference's restores reset the timeline, and what came before is no longer offered).
+ */
+export function chooseBackupSet(backups: BackupSet[], lineage: Lineage, target: Date): BackupSet | null {
+  const usable = backups.filter(
+    (b) => onLineage(b.timeline, lineage) && b.stoppedAt.getTime() <= target.getTime(),
+  );
   return usable.at(-1) ?? null;
 }
 
 export type FullBackupReason = "initial" | "new-timeline" | "scheduled";
 
-/** Why a full backup is due now, or null when the newest full of this timeline is recent enough. */
+/** Why a full backup is due now, or null when the newest full of the lineage is recent enough. */
 export function fullBackupDue(
   backups: BackupSet[],
-  timeline: number,
+  lineage: Lineage,
   now: Date,
   fullEveryHours: number,
 ): FullBackupReason | null {
   if (backups.length === 0) return "initial";
-  const fulls = backups.filter((b) => b.type === "full" && b.timeline === timeline);
+  const fulls = backups.filter((b) => b.type === "full" && onLineage(b.timeline, lineage));
   const newest = fulls.at(-1);
   if (!newest) return "new-timeline";
   const ageMs = now.getTime() - newest.startedAt.getTime();
@@ -124,15 +171,15 @@ export interface RecoveryWindow {
 }
 
 /**
- * From the end of the oldest backup of the current timeline to the latest point known to be
+ * From the end of the oldest backup of the current lineage to the latest point known to be
  * archived (never before the newest backup's end: a backup waits for its own WAL).
  */
 export function recoveryWindow(
   backups: Array<{ timeline: number; stoppedAt: Date }>,
-  timeline: number | null,
+  lineage: Lineage,
   archivedUntil: Date | null,
 ): RecoveryWindow {
-  const own = backups.filter((b) => b.timeline === timeline);
+  const own = backups.filter((b) => onLineage(b.timeline, lineage));
   const first = own[0];
   const last = own.at(-1);
   if (!first || !last) return { earliest: null, latest: null };
@@ -172,12 +219,12 @@ export function verificationOf(b: BackupSet): VerificationReport {
 }
 
 /**
- * The next backup to verify: the newest full backup of the current timeline not verified
- * yet (restores only ever start from those). Older timelines are never restored from again.
+ * The next backup to verify: the newest full backup of the current lineage not verified
+ * yet (restores only ever start from those). Timelines before a restore are never restored from again.
  */
-export function backupToVerify(backups: BackupSet[], timeline: number | null): BackupSet | null {
+export function backupToVerify(backups: BackupSet[], lineage: Lineage): BackupSet | null {
   const todo = backups.filter(
-    (b) => b.type === "full" && b.timeline === timeline && verificationOf(b).status === "pending",
+    (b) => b.type === "full" && onLineage(b.timeline, lineage) && verificationOf(b).status === "pending",
   );
   return todo.at(-1) ?? null;
 }

@@ -6,7 +6,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { ensureDir, postgresUser } from "../command.ts";
 import { CommandFailedError } from "../errors.ts";
-import { parseStanzaInfo, type StanzaInfo } from "./backup-info.ts";
+import { lineageOf, parseStanzaInfo, parseTimelineHistory, type StanzaInfo } from "./backup-info.ts";
 import { pgBackRestArgs, restoreCommand } from "./pgbackrest-config.ts";
 
 /** pgBackRest's error code for a lock held by another pgBackRest process. */
@@ -44,6 +44,11 @@ export interface RestoreRequest {
   set: string;
   /** Where recovery stops; null: at the end of the archived WAL. */
   targetTime: Date | null;
+  /**
+   * The timeline recovery follows (its history names the ancestors it passes through, e.g.
+   * an HA cluster's failovers); absent: the backup's own.
+   */
+  timeline?: number;
 }
 
 const MINUTE = 60_000;
@@ -71,9 +76,13 @@ export class PgBackRest {
   ) {}
 
   /** Runs one command; stdout on success. */
-  run(command: string, extra: string[], opts: { timeoutMs: number; signal?: AbortSignal }): Promise<string> {
+  run(
+    command: string,
+    extra: string[],
+    opts: { timeoutMs: number; signal?: AbortSignal; params?: string[] },
+  ): Promise<string> {
     const owner = postgresUser();
-    const args = [...pgBackRestArgs(this.configFile, this.stanza), ...extra, command];
+    const args = [...pgBackRestArgs(this.configFile, this.stanza), ...extra, command, ...(opts.params ?? [])];
     // Dies with the agent: a backup left running by a killed agent would hold the
     // stanza's lock and outlive everything else of its host.
     const setpriv = ["--pdeathsig", "TERM", "--", this.bin, ...args];
@@ -127,6 +136,46 @@ export class PgBackRest {
     return parseStanzaInfo(out, this.stanza);
   }
 
+  /**
+   * The history file of `timeline` as archived in the stanza (null: not archived, or
+   * timeline 1, which has none). Read from the repository, so no server is needed.
+   */
+  async timelineHistory(timeline: number, signal?: AbortSignal): Promise<string | null> {
+    if (timeline <= 1) return null;
+    const opts = { timeoutMs: 2 * MINUTE, ...(signal ? { signal } : {}) };
+    const listing = await this.run("repo-ls", ["--output=json"], {
+      ...opts,
+      params: [`archive/${this.stanza}`],
+    });
+    // One directory per database version and stanza upgrade ("15-1"): the newest holds it.
+    const ids = Object.keys(JSON.parse(listing) as Record<string, unknown>)
+      .filter((n) => /^\d+-\d+$/.test(n))
+      .sort((a, b) => Number(b.split("-")[1]) - Number(a.split("-")[1]));
+    const name = `${timeline.toString(16).toUpperCase().padStart(8, "0")}.history`;
+    for (const id of ids) {
+      const file = `archive/${this.stanza}/${id}/${name}`;
+      const text = await this.run("repo-get", ["--ignore-missing"], { ...opts, params: [file] }).catch(
+        (err: unknown) => {
+          // --ignore-missing: a missing file exits with 1 and no error message.
+          if (err instanceof PgBackRestError && err.code === null) return null;
+          throw err;
+        },
+      );
+      if (text) return text;
+    }
+    return null;
+  }
+
+  /**
+   * The timelines whose backups lead to `timeline` (backup-info.ts lineageOf); null while its
+   * history file is not archived yet (a promotion archives it first, within seconds).
+   */
+  async lineage(timeline: number, signal?: AbortSignal): Promise<number[] | null> {
+    if (timeline <= 1) return [timeline];
+    const text = await this.timelineHistory(timeline, signal);
+    return text === null ? null : lineageOf(timeline, parseTimelineHistory(text));
+  }
+
   /** Sets annotations of a backup set (an empty value removes the key). */
   async annotate(set: string, annotations: Record<string, string>, signal?: AbortSignal): Promise<void> {
     const extra = [`--set=${set}`, ...Object.entries(annotations).map(([k, v]) => `--annotation=${k}=${v}`)];
@@ -168,7 +217,7 @@ export class PgBackRest {
         ...(r.targetTime
           ? ["--type=time", `--target=${pgTimestamp(r.targetTime)}`, "--target-action=promote"]
           : ["--type=default"]),
-        "--target-timeline=current",
+        `--target-timeline=${r.timeline ?? "current"}`,
         "--recovery-option=hot_standby=off",
         `--recovery-option=restore_command=${restoreCommand(this.configFile, this.stanza)}`,
       ],

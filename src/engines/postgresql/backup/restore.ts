@@ -30,6 +30,8 @@ interface Progress {
   targetTime: string;
   set: string;
   phase: Phase;
+  /** The timeline recovery follows: the node's, whose history may pass through the set's. */
+  timeline?: number;
 }
 
 interface StateFile {
@@ -116,10 +118,12 @@ export class InPlaceRestore {
     }
     await node.start();
     const { timeline } = await readArchiveStatus(node.superuserConfig());
-    const set = chooseBackupSet((await pgbackrest.info()).backups, timeline, target.targetTime);
+    // An HA cluster's failovers continue the history: backups of earlier timelines count.
+    const lineage = (await pgbackrest.lineage(timeline)) ?? [timeline];
+    const set = chooseBackupSet((await pgbackrest.info()).backups, lineage, target.targetTime);
     if (!set) {
       throw new RestoreRefused(
-        `no backup of timeline ${timeline} ended by ${target.targetTime.toISOString()}: nothing to restore from`,
+        `no backup of timeline ${lineage.join(", ")} ended by ${target.targetTime.toISOString()}: nothing to restore from`,
       );
     }
     // Recovery stops at the first commit after the target; without one in the archive it
@@ -127,7 +131,19 @@ export class InPlaceRestore {
     // and check archives the segment holding it.
     await queryOnce(node.superuserConfig(), "SELECT txid_current()");
     await pgbackrest.check();
-    return { id: target.id, targetTime: target.targetTime.toISOString(), set: set.label, phase: "prepared" };
+    return {
+      id: target.id,
+      targetTime: target.targetTime.toISOString(),
+      set: set.label,
+      phase: "prepared",
+      timeline,
+    };
+  }
+
+  /** Records `target` as failed without touching anything (it could not be started). */
+  async refuse(target: RestoreTarget, message: string): Promise<RestoreOutcome> {
+    const state = await this.read();
+    return state.outcomes.find((o) => o.id === target.id) ?? this.finish(state, target.id, message);
   }
 
   private async advance(state: StateFile): Promise<RestoreOutcome> {
@@ -144,7 +160,12 @@ export class InPlaceRestore {
       }
       if (cur.phase === "restoring") {
         const into = await swap.freshSide();
-        await this.opts.pgbackrest.restore({ into, set: cur.set, targetTime: new Date(cur.targetTime) });
+        await this.opts.pgbackrest.restore({
+          into,
+          set: cur.set,
+          targetTime: new Date(cur.targetTime),
+          ...(cur.timeline !== undefined ? { timeline: cur.timeline } : {}),
+        });
         await step("swapping");
       }
       if (cur.phase === "swapping") {

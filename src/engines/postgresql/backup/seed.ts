@@ -62,7 +62,9 @@ export class SeedFromBackup {
     };
     if (state.phase === "choose") {
       const backups = (await this.opts.source.info()).backups;
-      const set = chooseBackupSet(backups, seed.timeline, new Date(seed.targetTime));
+      // An HA source's failovers continue its history: backups of earlier timelines count.
+      const lineage = (await this.opts.source.lineage(seed.timeline)) ?? seed.timeline;
+      const set = chooseBackupSet(backups, lineage, new Date(seed.targetTime));
       if (!set)
         throw new EngineError(`the source has no backup of timeline ${seed.timeline} by ${seed.targetTime}`);
       state.set = set.label;
@@ -73,7 +75,7 @@ export class SeedFromBackup {
         if (state.phase === "restoring") {
           const into = await this.swap.freshSide();
           const targetTime = state.toEnd ? null : new Date(seed.targetTime);
-          await this.opts.source.restore({ into, set: state.set!, targetTime });
+          await this.opts.source.restore({ into, set: state.set!, targetTime, timeline: seed.timeline });
           await step("swapping");
         }
         if (state.phase === "swapping") {

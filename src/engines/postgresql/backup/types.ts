@@ -19,8 +19,12 @@ export interface NodeBackupSpec {
   checkEveryS: number;
   /** false: full backups are not verified (absent: they are). */
   verify?: boolean;
-  /** A point-in-time restore in place, present while its operation runs. */
-  restore?: { id: string; targetTime: string };
+  /**
+   * A point-in-time restore in place, present while its operation runs. On an HA cluster,
+   * `restorer` is the member that restores (the leader when it was asked); the others
+   * stop and clone it afterwards (src/agent/ha-restore.ts).
+   */
+  restore?: { id: string; targetTime: string; restorer?: string };
   /** A fork: the node's data comes from another database's backups, while it is provisioned. */
   seed?: NodeSeedSpec;
 }
@@ -75,6 +79,11 @@ export interface BackupReport {
   stanza: string;
   /** The timeline the node writes now (a restore starts a new one). */
   timeline: number | null;
+  /**
+   * The timelines whose backups count: the current one and those it continues through an HA
+   * cluster's failovers (backup-info.ts lineageOf). Absent: the current one only.
+   */
+  timelines?: number[];
   backups: BaseBackupReport[];
   /** Every change committed before this time is in the repository (null: nothing archived yet). */
   archived_until: string | null;
