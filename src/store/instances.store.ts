@@ -200,30 +200,39 @@ export async function applyReport(
   promotions: Array<{ databaseId: string; instanceId: string }> = [],
 ): Promise<string[]> {
   const changed = new Set<string>();
-  for (const r of reports) {
-    // Usage alone changes every report: it is stored without waking the reconciler.
-    const { rows } = await q.query<{ database_id: string; changed: boolean; prev_role: string }>(
-      `UPDATE instances i SET observed_generation = $3, status = $4, status_message = $5, role = $6,
-              usage = $7, observed_at = now()
-       FROM (SELECT id, role AS prev_role,
-                    (observed_generation, status, status_message, role) IS DISTINCT FROM ($3, $4, $5, $6) AS changed
-             FROM instances WHERE id = $1 AND host_id = $2 FOR UPDATE) prev
-       WHERE i.id = prev.id
-       RETURNING i.database_id, prev.changed, prev.prev_role`,
+  // One statement for the whole report: a full host reports hundreds of instances every 2 s.
+  const byId = new Map(reports.map((r) => [r.id, r]));
+  const list = [...byId.values()];
+  if (list.length > 0) {
+    const { rows } = await q.query<{ id: string; database_id: string; changed: boolean; prev_role: string }>(
+      `UPDATE instances i SET observed_generation = r.gen, status = r.status, status_message = r.msg,
+              role = r.role, usage = r.usage, observed_at = now()
+       FROM (SELECT p.id, p.role AS prev_role, n.gen, n.status, n.msg, n.role, n.usage,
+                    (p.observed_generation, p.status, p.status_message, p.role)
+                      IS DISTINCT FROM (n.gen, n.status, n.msg, n.role) AS changed
+             FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+                    AS n(id, gen, status, msg, role, usage)
+             JOIN instances p ON p.id = n.id AND p.host_id = $1
+             ORDER BY p.id
+             FOR UPDATE OF p) r
+       WHERE i.id = r.id
+       RETURNING i.id, i.database_id, r.changed, r.prev_role`,
       [
-        r.id,
         hostId,
-        r.observedGeneration,
-        r.status,
-        r.statusMessage.slice(0, 2000),
-        r.role,
-        JSON.stringify(r.usage),
+        list.map((r) => r.id),
+        list.map((r) => r.observedGeneration),
+        list.map((r) => r.status),
+        list.map((r) => r.statusMessage.slice(0, 2000)),
+        list.map((r) => r.role),
+        list.map((r) => JSON.stringify(r.usage)),
       ],
     );
-    if (rows[0]?.changed) changed.add(rows[0].database_id);
-    // A standby that became the leader: a failover or a switchover happened.
-    if (rows[0]?.prev_role === "follower" && r.role === "leader") {
-      promotions.push({ databaseId: rows[0].database_id, instanceId: r.id });
+    for (const row of rows) {
+      if (row.changed) changed.add(row.database_id);
+      // A standby that became the leader: a failover or a switchover happened.
+      if (row.prev_role === "follower" && byId.get(row.id)?.role === "leader") {
+        promotions.push({ databaseId: row.database_id, instanceId: row.id });
+      }
     }
   }
   const { rows: gone } = await q.query<{ database_id: string }>(
