@@ -259,7 +259,12 @@ export class PostgresDriver implements InstanceDriver {
       sandbox,
       burst ? { ...limits, cpuQuota: BURST_VCPU } : limits,
     );
-    const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
+    // A bigger plan's volume grows offline here (no online resize2fs): Patroni first, or it
+    // restarts its PostgreSQL and keeps its log open on the volume.
+    const placement = await this.isolation.prepare(inst.id, spec, async () => {
+      await this.stopPatroni(inst.id);
+      await this.nodeForCleanup(inst.id).stop();
+    });
     const pg = this.node(inst, spec, placement);
     const patroni = this.ha.node(pg, spec, (argv) => {
       const [cmd, ...args] = placement.wrap(argv);

@@ -151,7 +151,14 @@ export async function growCluster(
       );
     }
     const after = await clusterParts(deps, q, db);
-    const nodes = after.instances.filter((i) => i.kind === "node");
+    // A node Patroni does not run yet answers no health check: its gateway reaches it unchecked.
+    const nodes = after.instances
+      .filter((i) => i.kind === "node")
+      .map((n) => (n.spec.ha === undefined ? { ...n, extraPort: null } : n));
+    // Why: Dedicated gateways share the database's public address, so a new one serves clients
+    // at once. While the serving node is still a Starter's it routes there unchecked, and it is
+    // made at the previous generation so that the rolling update checks /primary once Patroni leads.
+    const converting = nodes.some((n) => n.extraPort === null);
     for (const slot of slots.filter((s) => s.kind === "gateway")) {
       const key = { databaseId: id, hostId: slot.hostId, kind: "gateway" as const, ordinal: slot.ordinal };
       const address = after.addresses.get(slot.hostId)!;
@@ -159,7 +166,7 @@ export async function growCluster(
         q,
         key,
         (port) => haGatewaySpec(deps, after, { listen: { host: address, port }, hostId: slot.hostId }, nodes),
-        generation,
+        converting ? generation - 1 : generation,
       );
     }
   });
