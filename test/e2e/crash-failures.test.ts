@@ -91,7 +91,8 @@ describe("failures the platform heals from", () => {
           }
           return attempts.has(3);
         },
-        { intervalMs: 50, timeoutMs: 30_000 },
+        // Each attempt clones a data dir and waits for a start that fails: slow on a busy machine.
+        { intervalMs: 50, timeoutMs: 90_000 },
       );
       assert.match(message, new RegExp(`${ADDRESS.replace(/\./g, "\\.")}:${port}.*already in use`));
       const db = await phaseOf(site.db, id);
