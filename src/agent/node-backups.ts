@@ -11,6 +11,7 @@ import { readArchiveStatus, type ArchiveStatus } from "../engines/postgresql/bac
 import {
   backupReportOf,
   fullBackupDue,
+  parseSegment,
   VERIFY_ANNOTATIONS,
   type StanzaInfo,
 } from "../engines/postgresql/backup/backup-info.ts";
@@ -374,6 +375,8 @@ export class NodeBackups {
       const timelines = await br.lineage(status.timeline, signal);
       // A promotion archives its history first: until then, no backup is decided on a guess.
       if (!timelines) throw new Error(`the history of timeline ${status.timeline} is not archived yet`);
+      // A standby promoted here streamed segments its dead leader may not have archived.
+      await pushAncestorSegments(br, t.node.dataDir, timelines.slice(1), signal);
       t.lineage = { timeline: status.timeline, timelines };
     }
     this.publish(t, status);
@@ -452,6 +455,29 @@ export class NodeBackups {
   async stop(): Promise<void> {
     await Promise.all([...this.nodes.values()].map((t) => this.cancel(t)));
     await this.verifications.stop();
+  }
+}
+
+/**
+ * The complete segments of earlier timelines of the lineage still in pg_wal, pushed into the
+ * archive (pgBackRest skips those already there with the same checksum). A leader killed
+ * before its archiver pushed its last segments would otherwise leave a gap in the history a
+ * restore replays; the promoted standby received them by streaming but, with archive_mode
+ * `on`, never archives them itself (PostgreSQL marks them done).
+ */
+async function pushAncestorSegments(
+  br: PgBackRest,
+  dataDir: string,
+  timelines: number[],
+  signal: AbortSignal,
+): Promise<void> {
+  if (timelines.length === 0) return;
+  const names = await fs.readdir(path.join(dataDir, "pg_wal")).catch(() => [] as string[]);
+  for (const name of names.sort()) {
+    const timeline = parseSegment(name)?.timeline;
+    if (timeline !== undefined && timelines.includes(timeline)) {
+      await br.archivePush(path.join(dataDir, "pg_wal", name), signal);
+    }
   }
 }
 

@@ -17,6 +17,8 @@ import {
 } from "../store/backups.store.ts";
 import { eventAddonData, getDatabase, scopeIdOf, type Database } from "../store/databases.store.ts";
 import { recordEvent } from "../store/events.store.ts";
+import { instancesOfDatabase } from "../store/instances.store.ts";
+import { setOperationProgress } from "../store/switchovers.store.ts";
 import type { PassResult } from "./loop.ts";
 
 /** A repository that cannot be removed yet (a file still written) is tried again this late. */
@@ -49,10 +51,41 @@ export async function reconcileBackups(
     }
   }
   await finishRestoreOperations(deps.db, databaseId);
+  await tellRestoreProgress(deps, databaseId);
   // Running means its node converged, and a fork's node converges only once seeded.
   if (db.phase === "running") await markSeedDone(deps.db, databaseId);
   await tellHealth(deps, db, cb);
   return pass;
+}
+
+/**
+ * The step a restore in place is at, in its operation's progress: the node restoring (an HA
+ * cluster's other members stop meanwhile), then the nodes starting again (standbys cloned).
+ */
+async function tellRestoreProgress(deps: Deps, databaseId: string): Promise<void> {
+  const { rows } = await deps.db.query<{ status: string; target_time: Date; generation: number }>(
+    `SELECT r.status, r.target_time, o.target_generation AS generation
+     FROM pitr_restores r JOIN operations o ON o.id = r.operation_id
+     WHERE r.database_id = $1 AND o.status = 'running' AND r.status <> 'error'
+     ORDER BY r.created_at DESC LIMIT 1`,
+    [databaseId],
+  );
+  const r = rows[0];
+  if (!r) return;
+  const nodes = (await instancesOfDatabase(deps.db, databaseId)).filter(
+    (i) => i.kind === "node" && i.desiredState !== "deleted",
+  );
+  const target = r.target_time.toISOString();
+  let progress: string;
+  if (r.status === "pending") {
+    const others = nodes.length > 1 ? `; the other ${nodes.length - 1} node(s) stop and wait for it` : "";
+    progress = `restoring the data as of ${target}${others}`;
+  } else {
+    const up = nodes.filter((n) => n.status === "running" && n.observedGeneration >= r.generation).length;
+    const clones = nodes.length > 1 ? " (standbys cloned again from the restored leader)" : "";
+    progress = `restored as of ${target}: ${up} of ${nodes.length} node(s) running${clones}`;
+  }
+  await setOperationProgress(deps.db, databaseId, progress);
 }
 
 /** Only ever the database's own directory (named after its id), whatever the path says. */

@@ -92,10 +92,9 @@ export function renderPatroniConfig(
     const value = raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw;
     (GLOBAL_SETTINGS.has(key) ? global : local)[key] = value;
   }
-  // Every member archives into the database's one stanza, a standby too (`always`): the
-  // segments it streamed are pushed by it as well, so a leader that dies before archiving
-  // its last ones leaves no gap (pgBackRest accepts a segment already there, same checksum).
-  if (input.archive) local.archive_mode = "always";
+  // archive_mode=on on every member: only the leader archives (pgBackRest refuses backups of
+  // a server with `always`); a new leader's agent pushes the segments it streamed and the old
+  // leader may not have archived (node-backups.ts), so a failover leaves no gap.
   // A node in a network namespace listens on its link to the host and on its database's
   // network (last): its peers and the gateways dial it there. Its namespace is its own, so
   // the REST API may listen on all of its addresses (Patroni takes one listen address).

@@ -176,6 +176,15 @@ export class PgBackRest {
     return text === null ? null : lineageOf(timeline, parseTimelineHistory(text));
   }
 
+  /** Pushes one WAL file into the archive; one already there with the same checksum is fine. */
+  async archivePush(file: string, signal?: AbortSignal): Promise<void> {
+    await this.run("archive-push", [], {
+      timeoutMs: 5 * MINUTE,
+      params: [file],
+      ...(signal ? { signal } : {}),
+    });
+  }
+
   /** Sets annotations of a backup set (an empty value removes the key). */
   async annotate(set: string, annotations: Record<string, string>, signal?: AbortSignal): Promise<void> {
     const extra = [`--set=${set}`, ...Object.entries(annotations).map(([k, v]) => `--annotation=${k}=${v}`)];
