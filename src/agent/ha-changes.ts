@@ -225,11 +225,30 @@ async function isStreaming(pg: PostgresInstance): Promise<boolean> {
 /** How long Patroni's leader takes to act on a changed synchronous mode (a loop or two). */
 const SYNC_CHANGE_TIMEOUT_MS = 30_000;
 
-async function syncStandbys(rest: PatroniRest): Promise<number> {
+/** The members the leader currently names synchronous standbys. */
+async function syncMembers(rest: PatroniRest): Promise<string[]> {
   const res = await rest.call("GET", "/cluster", undefined, 2000);
   if (res.status !== 200) throw new Error(`GET /cluster answered ${res.status}`);
-  const members = (JSON.parse(res.body) as { members?: Array<{ role?: string }> }).members ?? [];
-  return members.filter((m) => m.role === "sync_standby").length;
+  const members = (JSON.parse(res.body) as { members?: Array<{ name?: string; role?: string }> }).members;
+  return (members ?? []).filter((m) => m.role === "sync_standby").map((m) => m.name ?? "");
+}
+
+const syncStandbys = async (rest: PatroniRest) => (await syncMembers(rest)).length;
+
+/**
+ * Whom to switch over to. Patroni refuses any candidate but a synchronous standby when the
+ * cluster is synchronous (Enterprise): the controller's pick is replaced by that standby then
+ * (the controller finishes the switchover on whichever standby leads).
+ */
+export async function switchoverCandidate(
+  rest: PatroniRest,
+  candidate: string,
+  log: Logger | null,
+): Promise<string> {
+  const sync = await syncMembers(rest).catch(() => [] as string[]);
+  if (sync.length === 0 || sync.includes(candidate)) return candidate;
+  log?.info("switching over to the synchronous standby instead", { asked: candidate, to: sync[0] });
+  return sync[0]!;
 }
 
 /**

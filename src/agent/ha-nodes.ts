@@ -28,6 +28,7 @@ import {
   handOverToPatroni,
   restartIfPending,
   restOf,
+  switchoverCandidate,
   takeBackFromPatroni,
 } from "./ha-changes.ts";
 
@@ -247,7 +248,9 @@ export class HaNodes {
     // checkpoint to write: those happen while no write is accepted.
     void queryOnce(patroni.pg.superuserConfig(), "CHECKPOINT", [], 30_000)
       .catch(() => undefined)
-      .then(() => rest.switchover(order.leader, order.candidate))
+      .then(async () =>
+        rest.switchover(order.leader, await switchoverCandidate(rest, order.candidate, this.log)),
+      )
       .then(
         (res) => {
           const ms = Math.round(performance.now() - started);

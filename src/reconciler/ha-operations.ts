@@ -161,7 +161,7 @@ export async function applyHaStep(
       break;
     }
     case "finish-switchover":
-      await recordSwitchoverDone(deps, id, a.switchoverId);
+      await recordSwitchoverDone(deps, id, a.switchoverId, a.candidateId);
       return null;
     case "fail-switchover":
       await finishSwitchover(deps.db, a.switchoverId, { status: "failed", error: a.error });
@@ -193,7 +193,12 @@ export async function applyHaStep(
   return null;
 }
 
-async function recordSwitchoverDone(deps: Deps, id: string, switchoverId: string): Promise<void> {
+async function recordSwitchoverDone(
+  deps: Deps,
+  id: string,
+  switchoverId: string,
+  newLeader: string,
+): Promise<void> {
   await deps.db.tx(async (q) => {
     const sw = (await switchoversOfDatabase(q, id)).find((s) => s.id === switchoverId);
     if (!sw || !(await finishSwitchover(q, switchoverId, { status: "done" }))) return;
@@ -201,9 +206,9 @@ async function recordSwitchoverDone(deps: Deps, id: string, switchoverId: string
     if (!db) return;
     const { rows } = await q.query<{ name: string }>(
       "SELECT h.name FROM instances i JOIN hosts h ON h.id = i.host_id WHERE i.id = $1",
-      [sw.candidateId],
+      [newLeader],
     );
-    deps.log.info("switchover done", { db: id, from: sw.leaderId, to: sw.candidateId });
+    deps.log.info("switchover done", { db: id, from: sw.leaderId, to: newLeader });
     await recordEvent(q, {
       appId: scopeIdOf(db),
       databaseId: id,
@@ -212,7 +217,7 @@ async function recordSwitchoverDone(deps: Deps, id: string, switchoverId: string
         addon_id: db.id,
         resource_id: db.resourceId,
         old_leader: sw.leaderId,
-        new_leader: sw.candidateId,
+        new_leader: newLeader,
         host: rows[0]?.name ?? "",
         reason: sw.reason,
         duration_ms: Date.now() - sw.requestedAt.getTime(),

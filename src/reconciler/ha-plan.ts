@@ -87,10 +87,13 @@ function planSwitchoverInFlight(o: DatabaseObservation, sw: SwitchoverObservatio
     return ha({ kind: "fail-switchover", switchoverId: sw.id, error }, `${o.id} switchover failed: ${error}`);
   }
   // The candidate's own agent saying so is enough: the old leader's report may lag behind.
-  if (candidate.role === "leader") {
+  // A synchronous cluster switches over to its synchronous standby, whichever it is.
+  const leaders = o.instances.filter((i) => i.kind === "node" && i.role === "leader");
+  const led = candidate.role === "leader" ? candidate : leaders.length === 1 ? leaders[0] : undefined;
+  if (led && led.id !== sw.leaderId) {
     return ha(
-      { kind: "finish-switchover", switchoverId: sw.id, candidateId: candidate.id },
-      `${o.id} switched over: ${candidate.id} on ${candidate.hostName} is the leader`,
+      { kind: "finish-switchover", switchoverId: sw.id, candidateId: led.id },
+      `${o.id} switched over: ${led.id} on ${led.hostName} is the leader`,
     );
   }
   if (sw.ageMs > SWITCHOVER_TIMEOUT_MS) {

@@ -348,3 +348,17 @@ describe("dedicatedResizeBlocked", () => {
     assert.equal(dedicatedResizeBlocked(["a"], [host("a", { capacityDiskGb: 200 })], bigger), null);
   });
 });
+
+describe("a switchover of a synchronous cluster", () => {
+  it("is finished by whichever standby leads: Patroni takes only the synchronous one", () => {
+    const sw = { id: "sw-1", leaderId: "n0", candidateId: "n1", ageMs: 3000 };
+    const instances = cluster(3, { n0: { role: "follower" }, n2: { role: "leader" } });
+    assert.deepEqual(actionOf(obs({ instances, switchover: sw })), {
+      kind: "finish-switchover",
+      switchoverId: "sw-1",
+      candidateId: "n2",
+    });
+    const stillOld = cluster(3);
+    assert.equal(stepOf(obs({ instances: stillOld, switchover: sw })).step.kind, "set-phase");
+  });
+});
