@@ -46,6 +46,8 @@ function startUp(dataDir: string, port: number, agentPort: number): Up {
       CELLAR_PORT: String(port),
       CELLAR_AGENT_PORT: String(agentPort),
       CELLAR_LOG_LEVEL: "warn",
+      // The test polls the admin API; the default 60 requests a minute is for clients.
+      CELLAR_RATE_LIMIT_PER_MINUTE: "10000",
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -55,22 +57,33 @@ function startUp(dataDir: string, port: number, agentPort: number): Up {
   return { child, port, output: () => out, exited };
 }
 
-async function readyHosts(dataDir: string, port: number) {
+/** Waits for the five local hosts through the admin API; a timeout says what was last seen. */
+async function readyHosts(dataDir: string, up: Up) {
   const token = (await fs.readFile(path.join(dataDir, "admin-token"), "utf8")).trim();
-  const exchange = await fetch(`http://127.0.0.1:${port}/v1/tokens/exchange`, {
-    method: "POST",
-    headers: { authorization: `Basic ${Buffer.from(`:${token}`).toString("base64")}` },
-  });
-  const bearer = ((await exchange.json()) as { token: string }).token;
-  return until("five ready hosts", async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/v1/admin/hosts`, {
-      headers: { authorization: `Bearer ${bearer}` },
+  let seen = "no answer yet";
+  try {
+    return await until("five ready hosts", async () => {
+      const exchange = await fetch(`http://127.0.0.1:${up.port}/v1/tokens/exchange`, {
+        method: "POST",
+        headers: { authorization: `Basic ${Buffer.from(`:${token}`).toString("base64")}` },
+      });
+      const bearer = ((await exchange.json()) as { token: string }).token;
+      const res = await fetch(`http://127.0.0.1:${up.port}/v1/admin/hosts`, {
+        headers: { authorization: `Bearer ${bearer}` },
+      });
+      if (res.status !== 200) {
+        seen = `GET /v1/admin/hosts answered ${res.status}`;
+        return undefined;
+      }
+      const body = (await res.json()) as {
+        hosts: Array<{ name: string; pool: string; az: string; status: string }>;
+      };
+      seen = body.hosts.map((h) => `${h.name} ${h.status}`).join(", ") || "no host registered";
+      return body.hosts.filter((h) => h.status === "ready").length === 5 ? body.hosts : undefined;
     });
-    const body = (await res.json()) as {
-      hosts: Array<{ name: string; pool: string; az: string; status: string }>;
-    };
-    return body.hosts.filter((h) => h.status === "ready").length === 5 ? body.hosts : undefined;
-  });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; last seen: ${seen}\n${up.output().slice(-3000)}`);
+  }
 }
 
 describe("cellar up (all-in-one)", () => {
@@ -113,7 +126,7 @@ describe("cellar up (all-in-one)", () => {
     assert.match(up.output(), new RegExp(`API http://127\\.0\\.0\\.1:${up.port}`));
     assert.match(up.output(), /bin\/cellar login --api-url/);
     assert.match((await fs.readFile(path.join(dataDir, "admin-token"), "utf8")).trim(), /^tk-us-/);
-    const hosts = await readyHosts(dataDir, up.port);
+    const hosts = await readyHosts(dataDir, up);
     assert.deepEqual(
       hosts.filter((h) => h.pool === "shared").map((h) => h.az),
       ["osc-fr1-a", "osc-fr1-a"],
@@ -133,7 +146,7 @@ describe("cellar up (all-in-one)", () => {
   it("leaves no orphan agents when killed with -9, and a restart takes everything back", async () => {
     const dataDir = await newDataDir();
     const first = await launch(dataDir);
-    await readyHosts(dataDir, first.port);
+    await readyHosts(dataDir, first);
     first.child.kill("SIGKILL");
     await first.exited;
     // The agents notice their parent is gone and stop; only the store cluster may remain.
@@ -143,7 +156,7 @@ describe("cellar up (all-in-one)", () => {
       20_000,
     );
     const second = await launch(dataDir);
-    await readyHosts(dataDir, second.port);
+    await readyHosts(dataDir, second);
     second.child.kill("SIGINT");
     assert.equal(await second.exited, 0);
     await noneLeft(dataDir);
