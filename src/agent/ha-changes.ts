@@ -13,6 +13,8 @@ import type { PlanSettings } from "../engines/postgresql/plan-settings.ts";
 import type { Logger } from "../log.ts";
 
 const CELLAR_INCLUDE = "include 'cellar.conf'";
+/** In a node's base dir while a data dir handed to Patroni lacks the cluster's roles. */
+const ROLES_PENDING = "cluster-roles.pending";
 /** Kept in the cluster's dynamic configuration: the spec generation that last set it. */
 const GENERATION_KEY = "cellar_generation";
 /** A restarted standby catches up with its leader within this (a small Shared database). */
@@ -45,6 +47,8 @@ export async function handOverToPatroni(
   const main = await fs.readFile(mainConf, "utf8").catch(() => null);
   if (main === null || !main.includes(CELLAR_INCLUDE)) return false;
   log?.info("handing the node's data dir to Patroni", { inst: pg.opts.id });
+  // Kept until the roles exist: a killed agent makes them at its next converge.
+  await fs.writeFile(path.join(pg.baseDir, ROLES_PENDING), "");
   // Patroni checks a starting member over a replication connection to itself.
   if (await pg.isReady()) await ensureClusterRoles(pg, ha);
   const kept = main
@@ -95,6 +99,18 @@ export async function takeBackFromPatroni(
     await fs.rm(path.join(pg.dataDir, f), { force: true });
   }
   log?.info("node runs without patroni again", { inst: pg.opts.id, paused });
+}
+
+/**
+ * The cluster roles of a data dir handed to Patroni, once it leads. Only then: on a new
+ * cluster Patroni creates them after its first start (post_bootstrap), and a role made
+ * by anyone else meanwhile fails its bootstrap ("already exists").
+ */
+export async function ensureAdoptedClusterRoles(pg: PostgresInstance, ha: HaSpec): Promise<void> {
+  const marker = path.join(pg.baseDir, ROLES_PENDING);
+  if (!(await exists(marker))) return;
+  await ensureClusterRoles(pg, ha);
+  await fs.rm(marker, { force: true });
 }
 
 /**

@@ -23,7 +23,7 @@ import { HaRestores, type HaRestoreNode } from "./ha-restore.ts";
 import type { NodeBackups } from "./node-backups.ts";
 import {
   applySettings,
-  ensureClusterRoles,
+  ensureAdoptedClusterRoles,
   ensureSynchronousMode,
   handOverToPatroni,
   restartIfPending,
@@ -149,7 +149,7 @@ export class HaNodes {
     try {
       // Roles are written on the leader; standbys receive them by replication.
       if ((state as PatroniState | null)?.role === "leader") {
-        await ensureClusterRoles(patroni.pg, spec.ha);
+        await ensureAdoptedClusterRoles(patroni.pg, spec.ha);
         await ensureRoles();
       }
       // A running Patroni re-read its changed config: a standby restarts with new settings.
