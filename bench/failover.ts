@@ -11,6 +11,7 @@
 // Rounds alternate which side goes first, so load drift hits both alike.
 // Usage: npx tsx bench/failover.ts [--rounds=10] [--duration=300] [--clients=4] [--logs=DIR] [--phases]
 //                                  [--plan=postgresql-business-512] [--via=cellar|patroni]
+//                                  [--only=failover|switchover]
 //   --logs=DIR keeps every node's Patroni and PostgreSQL logs there (the run's dirs are removed)
 //   --phases   also polls the candidate's Patroni to time its promotion (adds CPU in its sandbox)
 import { spawn } from "node:child_process";
@@ -51,6 +52,10 @@ const LOGS_DIR = flags.get("logs");
 const PHASES = flags.has("phases");
 // cellar: the switchover a plan change makes (its agents add spare CPU); patroni: a bare POST.
 const VIA = flags.get("via") === "patroni" ? "patroni" : "cellar";
+// --only=failover or --only=switchover: that measure alone, without the pgbench watch.
+const ONLY = flags.get("only");
+if (ONLY !== undefined && ONLY !== "failover" && ONLY !== "switchover")
+  throw new Error(`--only=${ONLY}: use failover or switchover`);
 // A plan with more vCPU shows how much of each figure is the sandbox's CPU quota.
 const PLAN = flags.get("plan") ?? "postgresql-business-512";
 const PGBENCH = "/usr/lib/postgresql/15/bin/pgbench";
@@ -226,7 +231,7 @@ async function main(): Promise<void> {
       sides.map((t) => withCpu(t, () => new Promise((r) => setTimeout(r, IDLE_MS)))),
     );
     sides.forEach((t, i) => console.log(`idle ${t.label.padEnd(16)}: ${idle[i]![1]}`));
-    for (let i = 1; i <= ROUNDS; i++) {
+    for (let i = 1; i <= (ONLY === "switchover" ? 0 : ROUNDS); i++) {
       for (const t of ordered(i)) {
         const [r, cpu] = await withCpu(t, () =>
           failoverOnce(t, { everyMs: 50, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES }),
@@ -237,7 +242,7 @@ async function main(): Promise<void> {
         );
       }
     }
-    for (let i = 1; i <= ROUNDS; i++) {
+    for (let i = 1; i <= (ONLY === "failover" ? 0 : ROUNDS); i++) {
       for (const t of ordered(i)) {
         const attempt = await withCpu(t, () =>
           switchoverOnce(t, { writeEveryMs: 20, timeoutMs: STEP_TIMEOUT_MS, phases: PHASES, via: VIA }),
@@ -258,16 +263,18 @@ async function main(): Promise<void> {
       }
     }
     const cellarSide = sides[0]!;
-    await waitHealthy(cellarSide, STEP_TIMEOUT_MS);
-    console.log(`pgbench on ${cellarSide.label} for ${PGBENCH_SECONDS} s (${uptime()})`);
-    const watcher = watchLeader(cellarSide, await nodesOf(cellarSide));
-    let cpu = "";
-    try {
-      [bench, cpu] = await withCpu(cellarSide, () => pgbench(cellarSide, PGBENCH_SECONDS, PGBENCH_CLIENTS));
-    } finally {
-      watch = await watcher.stop();
+    if (!ONLY) {
+      await waitHealthy(cellarSide, STEP_TIMEOUT_MS);
+      console.log(`pgbench on ${cellarSide.label} for ${PGBENCH_SECONDS} s (${uptime()})`);
+      const watcher = watchLeader(cellarSide, await nodesOf(cellarSide));
+      let cpu = "";
+      try {
+        [bench, cpu] = await withCpu(cellarSide, () => pgbench(cellarSide, PGBENCH_SECONDS, PGBENCH_CLIENTS));
+      } finally {
+        watch = await watcher.stop();
+      }
+      console.log(`pgbench done; ${cpu} (${uptime()})`);
     }
-    console.log(`pgbench done; ${cpu} (${uptime()})`);
   } finally {
     // Kept even when a step failed: the logs are what explains it.
     if (LOGS_DIR)

@@ -250,6 +250,14 @@ export async function switchoverOnce(
  */
 async function cellarSwitchover(t: HaTarget, leader: HaNode, candidate: HaNode, timeoutMs: number) {
   const deps = t.cellar.controller.deps;
+  // As the reconciler would: only once the store's roles (the agents' reports) agree with
+  // Patroni. Otherwise a candidate still listed as leader from the previous round would
+  // "finish" the switchover before anything happened.
+  await waitUntil(`${t.label}: the store to list ${leader.id} as leader`, timeoutMs, async () => {
+    const nodes = await nodesOf(t);
+    const role = (id: string) => nodes.find((n) => n.id === id)?.role;
+    return role(leader.id) === "leader" && role(candidate.id) === "follower";
+  });
   const sw = await requestSwitchover(deps.db, {
     databaseId: t.databaseId,
     leaderId: leader.id,
