@@ -42,7 +42,7 @@ describe("renderHaproxyConfig", () => {
     ]) {
       assert.ok(cfg.split("\n").includes(line), `has line "${line}"`);
     }
-    assert.doesNotMatch(cfg, /httpchk|\bcheck\b|daemon/);
+    assert.doesNotMatch(cfg, /httpchk|\bcheck\b|daemon|retries/);
   });
 
   it("routes to the Patroni primary only when nodes carry a Patroni port, checked over verified TLS", () => {
@@ -54,6 +54,8 @@ describe("renderHaproxyConfig", () => {
     assert.match(cfg, /^ {2}option httpchk GET \/primary$/m);
     assert.match(cfg, /^ {2}http-check expect status 200$/m);
     assert.match(cfg, /on-marked-down shutdown-sessions/);
+    // A stopped leader's refused connection is not retried for 3 s: the client reconnects.
+    assert.match(cfg, /^ {2}retries 0$/m);
     assert.match(cfg, /check-ssl verify required ca-file \/data\/inst-gw\/check-ca\.pem/);
     assert.match(cfg, /^ {2}server n2 127\.10\.0\.3:30002 check port 8008$/m);
     assert.throws(() => renderHaproxyConfig({ ...base, backends }), /check_ca/);

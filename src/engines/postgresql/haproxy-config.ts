@@ -136,6 +136,10 @@ export function renderHaproxyConfig(input: HaproxyConfigInput): string {
       // Checked twice a second: after a failover, writes reach the new leader within about a
       // second. A demoted primary must not keep clients: its sessions are cut, they reconnect.
       `  default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions check-ssl verify required ca-file ${input.checkCaFile}`,
+      // A refused connection means the node's PostgreSQL has stopped: the client hears so at
+      // once and reconnects. HAProxy's default retries it 3 times, 1 s apart, so a client that
+      // came while the stopped leader was not yet marked down waited 3 s more in a switchover.
+      "  retries 0",
     );
   }
   for (const b of input.backends) {
