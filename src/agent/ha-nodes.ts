@@ -19,7 +19,7 @@ import { queryOnce } from "../engines/postgresql/superuser.ts";
 import type { SwitchoverOrder } from "../store/switchovers.store.ts";
 import type { ArchiveSettings } from "../engines/postgresql/backup/pgbackrest-config.ts";
 import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
-import { HaRestores, type HaRestoreNode } from "./ha-restore.ts";
+import { HaRestores, seedForkNode, type HaRestoreNode } from "./ha-restore.ts";
 import type { NodeBackups } from "./node-backups.ts";
 import {
   applySettings,
@@ -109,6 +109,11 @@ export class HaNodes {
     ensureRoles: () => Promise<void>,
     generation = 0,
   ): Promise<Observation> {
+    // An HA fork: its first node takes the source's data as a single node, then as below.
+    if (this.backups) {
+      const ran = (await patroni.patroniPid()) !== null;
+      await seedForkNode(id, patroni.pg, spec, this.backups.nodes, ran);
+    }
     // Starter -> Business: Patroni adopts the node's running PostgreSQL and its data dir.
     const handedOver = await handOverToPatroni(patroni.pg, spec.ha, this.log);
     // Every member archives (its pgBackRest config first: archive_command names it).

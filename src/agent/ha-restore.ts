@@ -7,18 +7,19 @@
 // registers it as the cluster anew; then it writes the outcome. The other members stop their
 // Patroni when they see the key, wait for the outcome, and after a done restore empty their
 // data dir: Patroni clones the restored leader. Every step is idempotent: an agent killed
-// anywhere converges again into the same sequence.
+// anywhere converges again into the same sequence. An HA fork's first node is seeded here too.
 import fs from "node:fs/promises";
 import path from "node:path";
 import { EtcdClient, prefixEnd } from "../engines/etcd/etcd-client.ts";
 import { DataDirSwap } from "../engines/postgresql/backup/data-swap.ts";
 import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
-import { postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
+import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
 import type { PostgresInstance } from "../engines/postgresql/instance.ts";
 import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
 import type { PatroniNode } from "../engines/postgresql/patroni-node.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { Logger } from "../log.ts";
+import type { NodeSpec } from "../reconciler/instance-spec.ts";
 import { restOf } from "./ha-changes.ts";
 import type { NodeBackups } from "./node-backups.ts";
 
@@ -40,8 +41,11 @@ interface LocalState {
 const MARKER = "cellar-restore";
 /** Members of a cluster whose agent is gone keep their key for the DCS TTL (10 s) at most. */
 const MEMBERS_GONE_TIMEOUT_MS = 3 * 60_000;
-/** A standby waits this long for the restorer (a large restore takes long). */
-const OUTCOME_TIMEOUT_MS = 6 * 3600_000;
+/**
+ * A standby's convergence waits this long for the restorer's outcome, then fails and is
+ * retried (a large restore takes long; an agent stopping waits for its convergences).
+ */
+const OUTCOME_WAIT_MS = 60_000;
 const KEPT_HANDLED = 20;
 /** Files Patroni writes into the data dir: the restored one holds those of the backup's node. */
 const PATRONI_FILES = ["postgresql.conf", "postgresql.base.conf", "pg_hba.conf", "pg_ident.conf"];
@@ -161,7 +165,7 @@ export class HaRestores {
         marker = await this.marker(node).catch(() => null);
         return marker?.id === r.id && marker.stage !== "stopping";
       },
-      OUTCOME_TIMEOUT_MS,
+      OUTCOME_WAIT_MS,
       1000,
     );
     if (marker?.stage === "done") {
@@ -262,6 +266,40 @@ export class HaRestores {
     for (const key of this.handled) if (key.startsWith(`${id}/`)) this.handled.delete(key);
   }
 }
+
+/**
+ * An HA fork's first node, before Patroni ever ran it: made and seeded as a single node
+ * (node-backups.ts, seed.ts) and started; Patroni then adopts it as for Starter -> Business
+ * (ha-changes.ts handOverToPatroni), and the other nodes clone it.
+ */
+export async function seedForkNode(
+  id: string,
+  pg: PostgresInstance,
+  spec: NodeSpec,
+  backups: NodeBackups,
+  patroniRan: boolean,
+): Promise<void> {
+  const seed = spec.backup?.seed;
+  // Patroni's data dir (its base config) or a running Patroni: the seed is behind it.
+  if (!seed || patroniRan || (await exists(path.join(pg.dataDir, "postgresql.base.conf")))) return;
+  await pg.ensureInitialised();
+  const owner = postgresUser();
+  await ensureDir(pg.tlsDir, 0o700, owner);
+  await writeFileAtomic(path.join(pg.tlsDir, "server.crt"), spec.tls.certPem, 0o644, owner);
+  await writeFileAtomic(path.join(pg.tlsDir, "server.key"), spec.tls.keyPem, 0o600, owner);
+  await writeFileAtomic(path.join(pg.tlsDir, "ca.crt"), spec.tls.caPem, 0o644, owner);
+  const archive = backups.archiveOf(id, spec.backup);
+  const configure = () => pg.configure(spec.settings, { forceTls: spec.forceTls, archive });
+  await configure();
+  await backups.beforeStart(id, pg, spec.backup, configure);
+  await pg.start();
+}
+
+const exists = (p: string) =>
+  fs.access(p).then(
+    () => true,
+    () => false,
+  );
 
 const OTHERS_LEFT = "another member of the cluster kept running: nothing was restored";
 

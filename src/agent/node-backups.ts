@@ -19,6 +19,7 @@ import { ensureRepository, PgBackRest, PgBackRestError } from "../engines/postgr
 import {
   archiveSettings,
   renderPgBackRestConf,
+  seedSourceSpec,
   type ArchiveSettings,
   type NodeBackupPaths,
 } from "../engines/postgresql/backup/pgbackrest-config.ts";
@@ -157,8 +158,10 @@ export class NodeBackups {
     if (!spec) return;
     const t = this.track(id, spec, node);
     await this.writeConfig(t);
-    if (spec.seed) await this.seed(t, spec.seed, reconfigure);
-    await this.restoreAsAsked(t, reconfigure);
+    // What is restored may come from an HA cluster's backups: a single node runs without Patroni's files.
+    const single = () => asSingleNode(node.dataDir).then(reconfigure);
+    if (spec.seed) await this.seed(t, spec.seed, single);
+    await this.restoreAsAsked(t, single);
   }
 
   /**
@@ -253,8 +256,7 @@ export class NodeBackups {
     const paths = this.paths(t.id);
     // The source's repository and key, for restore and archive-get only (never a backup,
     // so the retention below is never applied to the source).
-    const source = { ...t.spec, stanza: seed.stanza, repoPath: seed.repoPath, cipherPass: seed.cipherPass };
-    const conf = renderPgBackRestConf({ ...source, retentionDays: 9999 }, t.node, paths);
+    const conf = renderPgBackRestConf(seedSourceSpec(t.spec, seed), t.node, paths);
     await writeFileAtomic(paths.seedConfigFile, conf, 0o600, postgresUser());
     t.restoring = true;
     try {
@@ -363,7 +365,7 @@ export class NodeBackups {
     await this.writeConfig(t);
     if (!t.stanzaReady) {
       await this.recordingFailure(t, "stanza-create", signal, async () => {
-        await ensureRepository(t.spec.repoPath);
+        await ensureRepository(t.spec.repoPath, t.spec.s3);
         await br.stanzaCreate(signal);
       });
       t.stanzaReady = true;
@@ -478,6 +480,24 @@ async function pushAncestorSegments(
     if (timeline !== undefined && timelines.includes(timeline)) {
       await br.archivePush(path.join(dataDir, "pg_wal", name), signal);
     }
+  }
+}
+
+/**
+ * A data dir restored from a backup of an HA cluster's node holds Patroni's files: its
+ * generated postgresql.conf (including the original, kept as postgresql.base.conf), its
+ * cached dynamic configuration. A single node gets the original back; Patroni, if it takes
+ * the node over later (ha-changes.ts), sees a single node's data dir.
+ */
+async function asSingleNode(dataDir: string): Promise<void> {
+  const base = path.join(dataDir, "postgresql.base.conf");
+  const patronis = await fs.access(base).then(
+    () => true,
+    () => false,
+  );
+  if (patronis) await fs.rename(base, path.join(dataDir, "postgresql.conf"));
+  for (const name of ["patroni.dynamic.json", "standby.signal"]) {
+    await fs.rm(path.join(dataDir, name), { force: true });
   }
 }
 

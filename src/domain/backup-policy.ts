@@ -62,18 +62,12 @@ export function archiveHealth(latest: Date, now: Date): ArchiveHealth {
   return "healthy";
 }
 
-/** A fork runs on its source's plan or a bigger one, single-node (backups exist there only). */
+/** A fork runs on its source's plan or a bigger one (single node or HA cluster, from either). */
 export function checkForkPlan(source: Plan, fork: Plan): void {
   if (fork.providerId !== source.providerId) {
     throw ValidationError.field(
       "restore_from.database_id",
       `a fork keeps its source's kind of database (${source.providerId}), not ${fork.providerId}`,
-    );
-  }
-  if (fork.nodes !== 1) {
-    throw ValidationError.field(
-      "plan_id",
-      `forks run on single-node plans: ${fork.id} has ${fork.nodes} nodes`,
     );
   }
   if (fork.ramMb < source.ramMb || fork.storageGb < source.storageGb) {

@@ -2,9 +2,11 @@
 // first placement, the policy from the configuration, the restore under way, if any, and
 // for a fork being made, the source's backups it starts from.
 import type { Deps } from "../api/deps.ts";
+import type { S3RepoConfig } from "../config.ts";
 import { recoveryWindowDays } from "../domain/backup-policy.ts";
 import { findPlan } from "../domain/catalog.ts";
 import type { NodeBackupSpec, NodeSeedSpec } from "../engines/postgresql/backup/types.ts";
+import type { HaSpec } from "../engines/postgresql/patroni-config.ts";
 import {
   ensureContinuousBackup,
   pendingRestore,
@@ -12,6 +14,7 @@ import {
   type PendingSeed,
 } from "../store/backups.store.ts";
 import type { Queryable } from "../store/db.ts";
+import { repoRootOf, repoSpecOf } from "./backup-repo.ts";
 import type { Database } from "../store/databases.store.ts";
 
 /**
@@ -28,14 +31,14 @@ export async function nodeBackupSpec(
   const cfg = deps.config.backup;
   if (!cfg.enabled || db.engine !== "postgresql" || !plan) return undefined;
   const cb = await ensureContinuousBackup(q, db, {
-    repoRoot: cfg.repoPath,
+    repoRoot: repoRootOf(cfg),
     retentionDays: recoveryWindowDays(db.model, plan.serviceClass),
   });
   const restore = await pendingRestore(q, db.id);
   const seed = await pendingSeed(q, db.id);
   return {
     stanza: cb.stanza,
-    repoPath: cb.repoPath,
+    ...repoSpecOf(cfg.s3, cb.repoPath),
     cipherPass: cb.cipherPass,
     retentionDays: cb.retentionDays,
     fullEveryHours: cfg.fullEveryHours,
@@ -52,7 +55,7 @@ export async function nodeBackupSpec(
           },
         }
       : {}),
-    ...(seed?.fork ? { seed: seedSpec(seed, seed.fork) } : {}),
+    ...(seed?.fork ? { seed: seedSpec(seed, seed.fork, cfg.s3) } : {}),
   };
 }
 
@@ -69,10 +72,25 @@ async function restorerOf(q: Queryable, databaseId: string): Promise<string> {
   return rows[0]?.id ?? "";
 }
 
-function seedSpec(seed: PendingSeed, fork: { username: string; dbname: string }): NodeSeedSpec {
+/**
+ * An HA fork: its first node takes the source's data (then Patroni adopts it); the others
+ * wait for that leader and clone it, never bootstrapping a cluster of their own.
+ */
+export function forkMember<T extends { backup?: NodeBackupSpec; ha: HaSpec }>(spec: T, ordinal: number): T {
+  if (!spec.backup?.seed || ordinal === 0) return spec;
+  const backup = { ...spec.backup };
+  delete backup.seed;
+  return { ...spec, backup, ha: { ...spec.ha, joinOnly: true } };
+}
+
+function seedSpec(
+  seed: PendingSeed,
+  fork: { username: string; dbname: string },
+  s3: S3RepoConfig | null,
+): NodeSeedSpec {
   return {
     id: `seed-${seed.databaseId}`,
-    repoPath: seed.source.repoPath,
+    ...repoSpecOf(s3, seed.source.repoPath),
     stanza: seed.source.stanza,
     cipherPass: seed.source.cipherPass,
     targetTime: seed.targetTime.toISOString(),

@@ -39,7 +39,7 @@ import {
   withGatewayNetwork,
   withNodeNetwork,
 } from "./network-spec.ts";
-import { nodeBackupSpec } from "./backup-spec.ts";
+import { forkMember, nodeBackupSpec } from "./backup-spec.ts";
 import {
   CELLAR_HA_TIMING,
   PATRONI_DEFAULT_TIMING,
@@ -169,7 +169,8 @@ export async function createInstances(
           backup,
         });
         const withNet = withNodeNetwork(node, net, slot.ordinal);
-        return haOf && restPort !== null ? { ...withNet, ha: haOf(id, restPort, net.vpc !== null) } : withNet;
+        if (!haOf || restPort === null) return withNet;
+        return forkMember({ ...withNet, ha: haOf(id, restPort, net.vpc !== null) }, slot.ordinal);
       };
       nodes.push(await ensureInstance(q, slotKey, spec, db.generation, { extraPort: haOf !== null }));
     }

@@ -2,7 +2,8 @@
 // pgBackRest: a Shared Business add-on archives into its one stanza and its leader takes a
 // verified full backup; a failover keeps archiving without a gap (rows written after it are
 // restored from a backup taken before it); a restore in place brings back exactly the data
-// of its time, with the standby cloned again and the URL unchanged; a fork of it runs.
+// of its time, with the standby cloned again and the URL unchanged; a fork of it into
+// another Business add-on runs (its first node seeded, then adopted by Patroni).
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -235,7 +236,7 @@ describe("continuous backups and PITR of an HA cluster", () => {
     );
   });
 
-  it("forks the restored cluster into a Starter add-on at a point in time", async () => {
+  it("forks the restored cluster into another Business add-on at a point in time: a leader seeded, a standby cloned", async () => {
     const forkTime = await withClient(async (c) => {
       const t = await pointBetween(c);
       await c.query("INSERT INTO ledger (note) VALUES ('not-in-fork')");
@@ -246,7 +247,7 @@ describe("continuous backups and PITR of an HA cluster", () => {
     const res = await cl.api("POST", "/v1/apps/hab-fork/addons", {
       addon: {
         addon_provider_id: "postgresql",
-        plan_id: "postgresql-starter-1024",
+        plan_id: "postgresql-business-512",
         restore_from: { database_id: addonId, restore_time: forkTime },
       },
     });
@@ -257,9 +258,14 @@ describe("continuous backups and PITR of an HA cluster", () => {
         const vars = (await cl.api("GET", "/v1/apps/hab-fork/variables")).json.variables as any[];
         return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
       },
-      180_000,
+      240_000,
     );
     assert.notEqual(forkUrl, url);
+    const replicas = await withClient(
+      async (c) => (await c.query("SELECT count(*)::int AS n FROM pg_stat_replication")).rows[0].n,
+      forkUrl,
+    );
+    assert.equal(replicas, 1, "the fork's standby streams from its seeded leader");
     const rows = await withClient(
       async (c) => (await c.query("SELECT note FROM ledger ORDER BY id")).rows,
       forkUrl,
