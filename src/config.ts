@@ -1,4 +1,5 @@
 // The only module that reads process.env. Everything else receives a Config.
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkPublicNetwork, NODE_LINK_RANGE } from "./domain/network-rules.ts";
@@ -65,6 +66,26 @@ export interface BackupConfig {
   checkEveryS: number;
   /** Every full backup restored into a scratch instance and checked (CELLAR_BACKUP_VERIFY=off: not). */
   verify: boolean;
+  /** The S3-compatible repository of new databases' continuous backups (null: posix, repoPath). */
+  s3: S3RepoConfig | null;
+}
+
+/** An S3-compatible bucket (CELLAR_BACKUP_S3_*): pgBackRest's repo1-type=s3. */
+export interface S3RepoConfig {
+  /** Host name (or address) of the endpoint; pgBackRest always speaks TLS to it. */
+  endpoint: string;
+  port: number;
+  bucket: string;
+  region: string;
+  accessKey: string;
+  secretKey: string;
+  /** "path" for MinIO-like servers (bucket in the path), "host" for AWS (bucket.endpoint). */
+  uriStyle: "host" | "path";
+  verifyTls: boolean;
+  /** A CA bundle (PEM) for a private endpoint, at the same path on every host. */
+  caFile: string | null;
+  /** Where in the bucket the repositories go: <prefix>/<region>/<database id>. */
+  prefix: string;
 }
 
 export class ConfigError extends Error {}
@@ -162,7 +183,131 @@ function backupConfig(env: NodeJS.ProcessEnv, dataDir: string): BackupConfig {
     archiveTimeoutS: intVar(env, "CELLAR_BACKUP_ARCHIVE_TIMEOUT_S", 30, 1, 3600),
     checkEveryS: intVar(env, "CELLAR_BACKUP_CHECK_EVERY_S", 60, 1, 3600),
     verify: (env.CELLAR_BACKUP_VERIFY ?? "on") !== "off",
+    s3: s3RepoConfig(env),
   };
+}
+
+const S3_VARS = {
+  endpoint: "CELLAR_BACKUP_S3_ENDPOINT",
+  bucket: "CELLAR_BACKUP_S3_BUCKET",
+  region: "CELLAR_BACKUP_S3_REGION",
+  accessKey: "CELLAR_BACKUP_S3_ACCESS_KEY",
+  secretKey: "CELLAR_BACKUP_S3_SECRET_KEY",
+} as const;
+const S3_OPTIONAL_VARS = [
+  "CELLAR_BACKUP_S3_URI_STYLE",
+  "CELLAR_BACKUP_S3_VERIFY_TLS",
+  "CELLAR_BACKUP_S3_CA_FILE",
+  "CELLAR_BACKUP_S3_PREFIX",
+];
+
+/** null unless a CELLAR_BACKUP_S3_* variable is set; then the whole set must be complete. */
+function s3RepoConfig(env: NodeJS.ProcessEnv): S3RepoConfig | null {
+  const names = [...Object.values(S3_VARS), ...S3_OPTIONAL_VARS];
+  if (!names.some((n) => env[n])) return null;
+  const missing = Object.values(S3_VARS).filter((n) => !env[n]);
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `S3 backup repository: ${missing.join(", ")} must be set too (endpoint, bucket, region, access key and secret key go together)`,
+    );
+  }
+  const value = (k: keyof typeof S3_VARS) => {
+    const v = env[S3_VARS[k]]!;
+    // pgBackRest reads one option per line: a line break would smuggle in another option.
+    if (/[\r\n]/.test(v)) throw new ConfigError(`${S3_VARS[k]} cannot contain line breaks`);
+    return v;
+  };
+  const cfg: S3RepoConfig = {
+    ...s3Endpoint(value("endpoint")),
+    bucket: s3Bucket(value("bucket")),
+    region: s3Region(value("region")),
+    accessKey: value("accessKey"),
+    secretKey: value("secretKey"),
+    uriStyle: s3UriStyle(env.CELLAR_BACKUP_S3_URI_STYLE),
+    verifyTls: onOffVar("CELLAR_BACKUP_S3_VERIFY_TLS", env.CELLAR_BACKUP_S3_VERIFY_TLS, true),
+    caFile: s3CaFile(env.CELLAR_BACKUP_S3_CA_FILE),
+    prefix: s3Prefix(env.CELLAR_BACKUP_S3_PREFIX),
+  };
+  if (cfg.caFile && !cfg.verifyTls) {
+    throw new ConfigError(
+      "CELLAR_BACKUP_S3_CA_FILE is set but CELLAR_BACKUP_S3_VERIFY_TLS=off: unset one (the CA is only used to verify)",
+    );
+  }
+  return cfg;
+}
+
+function s3Endpoint(raw: string): { endpoint: string; port: number } {
+  const m = /^([A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(raw);
+  const port = m?.[2] === undefined ? 443 : Number(m[2]);
+  if (!m || port < 1 || port > 65535) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_ENDPOINT=${raw} is invalid: expected host[:port] without a scheme, such as s3.eu-west-3.amazonaws.com or minio.internal:9000 (always HTTPS)`,
+    );
+  }
+  return { endpoint: m[1]!, port };
+}
+
+function s3Bucket(raw: string): string {
+  // S3's naming rules; dots would break the TLS name of host-style URIs, but are allowed.
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(raw) || raw.includes("..")) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_BUCKET=${raw} is invalid: expected 3 to 63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit`,
+    );
+  }
+  return raw;
+}
+
+function s3Region(raw: string): string {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(raw)) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_REGION=${raw} is invalid: expected a region name such as eu-west-3 (lowercase letters, digits, hyphens; us-east-1 for most MinIO servers)`,
+    );
+  }
+  return raw;
+}
+
+function s3UriStyle(raw: string | undefined): S3RepoConfig["uriStyle"] {
+  const value = raw || "host";
+  if (value !== "host" && value !== "path") {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_URI_STYLE=${value} is invalid: expected "host" (bucket.endpoint, AWS) or "path" (endpoint/bucket, MinIO-like servers)`,
+    );
+  }
+  return value;
+}
+
+function onOffVar(name: string, raw: string | undefined, fallback: boolean): boolean {
+  if (raw === undefined || raw === "") return fallback;
+  if (raw !== "on" && raw !== "off") throw new ConfigError(`${name}=${raw} is invalid: expected on or off`);
+  return raw === "on";
+}
+
+function s3CaFile(raw: string | undefined): string | null {
+  if (!raw) return null;
+  // Agents hand it to pgBackRest on every host: a relative path would differ per process.
+  if (!path.isAbsolute(raw) || /[\r\n]/.test(raw)) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_CA_FILE=${raw} is invalid: expected an absolute path to a PEM file`,
+    );
+  }
+  // The controller runs pgBackRest with it too (a deleted database's stanza): a typo shows now.
+  if (!fs.existsSync(raw)) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_CA_FILE=${raw} does not exist: expected a PEM file of the endpoint's CA`,
+    );
+  }
+  return path.resolve(raw);
+}
+
+function s3Prefix(raw: string | undefined): string {
+  const value = raw || "/cellar";
+  const clean = `/${value.replace(/^\/+|\/+$/g, "")}`.replace(/^\/$/, "");
+  if (!/^(\/[A-Za-z0-9._-]+)*$/.test(clean) || /\/\.\.?(\/|$)/.test(clean)) {
+    throw new ConfigError(
+      `CELLAR_BACKUP_S3_PREFIX=${value} is invalid: expected a path in the bucket such as /cellar (letters, digits, . _ - and /)`,
+    );
+  }
+  return clean;
 }
 
 function publicNetworkVar(raw: string | undefined): string {

@@ -19,6 +19,7 @@ import { eventAddonData, getDatabase, scopeIdOf, type Database } from "../store/
 import { recordEvent } from "../store/events.store.ts";
 import { instancesOfDatabase } from "../store/instances.store.ts";
 import { setOperationProgress } from "../store/switchovers.store.ts";
+import { isS3Repository, removeS3Repository } from "./backup-repo.ts";
 import type { PassResult } from "./loop.ts";
 
 /** A repository that cannot be removed yet (a file still written) is tried again this late. */
@@ -42,7 +43,9 @@ export async function reconcileBackups(
       return { message, requeueAfterMs: Math.min(pass.requeueAfterMs ?? REMOVE_RETRY_MS, REMOVE_RETRY_MS) };
     }
     try {
-      await removeRepository(cb, db);
+      await (isS3Repository(cb)
+        ? removeS3Repository(deps.config.backup.s3, cb, db.id)
+        : removeRepository(cb, db));
       await markRepoRemoved(deps.db, databaseId);
       return { ...pass, message: `${pass.message}; its backup repository ${cb.repoPath} was removed` };
     } catch (err) {

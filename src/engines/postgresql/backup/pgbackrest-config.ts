@@ -1,6 +1,6 @@
 // Rendering of a node's pgBackRest configuration and of the server settings that archive
 // into it. Pure: the agent writes the files.
-import type { NodeBackupSpec } from "./types.ts";
+import type { NodeBackupSpec, NodeSeedSpec } from "./types.ts";
 
 /** Where a node's pgBackRest files live (all owned by the postgres OS user). */
 export interface NodeBackupPaths {
@@ -39,8 +39,7 @@ const confValue = (v: string): string => {
 
 export function renderPgBackRestConf(spec: NodeBackupSpec, node: StanzaNode, paths: NodeBackupPaths): string {
   const global: Array<[string, string]> = [
-    ["repo1-type", "posix"],
-    ["repo1-path", spec.repoPath],
+    ...repoOptions(spec),
     ["repo1-cipher-type", "aes-256-cbc"],
     ["repo1-cipher-pass", spec.cipherPass],
     // Time-based: every full backup younger than the window is kept, plus the newest older one.
@@ -71,6 +70,65 @@ export function renderPgBackRestConf(spec: NodeBackupSpec, node: StanzaNode, pat
     ...lines(stanza),
     "",
   ].join("\n");
+}
+
+/** repo1's type and location: a posix directory, or a path in an S3-compatible bucket. */
+export function repoOptions(spec: Pick<NodeBackupSpec, "repoPath" | "s3">): Array<[string, string]> {
+  const s3 = spec.s3;
+  if (!s3) {
+    return [
+      ["repo1-type", "posix"],
+      ["repo1-path", spec.repoPath],
+    ];
+  }
+  return [
+    ["repo1-type", "s3"],
+    ["repo1-path", spec.repoPath],
+    ["repo1-s3-endpoint", s3.endpoint],
+    ["repo1-storage-port", String(s3.port)],
+    ["repo1-s3-bucket", s3.bucket],
+    ["repo1-s3-region", s3.region],
+    ["repo1-s3-uri-style", s3.uriStyle],
+    ["repo1-s3-key-type", "shared"],
+    ["repo1-s3-key", s3.accessKey],
+    ["repo1-s3-key-secret", s3.secretKey],
+    ...(s3.verifyTls ? [] : [["repo1-storage-verify-tls", "n"] as [string, string]]),
+    ...(s3.caFile ? [["repo1-storage-ca-file", s3.caFile] as [string, string]] : []),
+  ];
+}
+
+/**
+ * The spec of a fork's seed config: the source's stanza, repository and key (its own bucket
+ * settings, which may differ from the fork's), never its retention (no backup runs with it).
+ */
+export function seedSourceSpec(spec: NodeBackupSpec, seed: NodeSeedSpec): NodeBackupSpec {
+  const own = { ...spec };
+  delete own.s3;
+  return {
+    ...own,
+    stanza: seed.stanza,
+    repoPath: seed.repoPath,
+    cipherPass: seed.cipherPass,
+    retentionDays: 9999,
+    ...(seed.s3 ? { s3: seed.s3 } : {}),
+  };
+}
+
+/** Where a database's repository is, as the store keeps it (continuous_backups.repo_path). */
+export type RepoLocation = { kind: "posix"; path: string } | { kind: "s3"; bucket: string; path: string };
+
+const S3_LOCATION = /^s3:\/\/([a-z0-9][a-z0-9.-]+[a-z0-9])(\/.*)$/;
+
+/** The store's form of an S3 root: s3://<bucket><prefix> (repositories go under it). */
+export function s3RepoRoot(bucket: string, prefix: string): string {
+  return `s3://${bucket}${prefix}`;
+}
+
+export function parseRepoLocation(repoPath: string): RepoLocation {
+  if (!repoPath.startsWith("s3://")) return { kind: "posix", path: repoPath };
+  const m = S3_LOCATION.exec(repoPath);
+  if (!m) throw new Error(`invalid S3 repository location ${repoPath}: expected s3://<bucket>/<path>`);
+  return { kind: "s3", bucket: m[1]!, path: m[2]! };
 }
 
 /** The pgbackrest invocation of this node: its own config file and stanza. */

@@ -8,6 +8,7 @@ import { ensureDir, postgresUser } from "../command.ts";
 import { CommandFailedError } from "../errors.ts";
 import { lineageOf, parseStanzaInfo, parseTimelineHistory, type StanzaInfo } from "./backup-info.ts";
 import { pgBackRestArgs, restoreCommand } from "./pgbackrest-config.ts";
+import type { S3RepoSpec } from "./types.ts";
 
 /** pgBackRest's error code for a lock held by another pgBackRest process. */
 const LOCK_ACQUIRE_ERROR = 50;
@@ -31,9 +32,11 @@ export class PgBackRestError extends CommandFailedError {
 
 /**
  * The database's repository directory, owned by the postgres OS user; the directories above
- * it are made traversable (0755), as pgBackRest runs as that user.
+ * it are made traversable (0755), as pgBackRest runs as that user. In S3 there is nothing to
+ * make: the bucket is the operator's, and pgBackRest writes objects under any path.
  */
-export async function ensureRepository(repoPath: string): Promise<void> {
+export async function ensureRepository(repoPath: string, s3?: S3RepoSpec): Promise<void> {
+  if (s3) return;
   await fs.mkdir(path.dirname(repoPath), { recursive: true, mode: 0o755 });
   await ensureDir(repoPath, 0o750, postgresUser());
 }
@@ -115,6 +118,16 @@ export class PgBackRest {
   /** Creates the stanza, or checks that the existing one belongs to this cluster. Idempotent. */
   async stanzaCreate(signal?: AbortSignal): Promise<void> {
     await this.run("stanza-create", [], { timeoutMs: 5 * MINUTE, ...(signal ? { signal } : {}) });
+  }
+
+  /**
+   * Removes the stanza's archive and backups from the repository, with no server: `pg1Path`
+   * is any empty directory (pgBackRest requires one). Stops the stanza first, as it asks.
+   */
+  async stanzaDelete(pg1Path: string, signal?: AbortSignal): Promise<void> {
+    const opts = { timeoutMs: 30 * MINUTE, ...(signal ? { signal } : {}) };
+    await this.run("stop", [], opts);
+    await this.run("stanza-delete", [`--pg1-path=${pg1Path}`, "--force"], opts);
   }
 
   /** Switches WAL and waits until the segment is in the repository: archiving works end to end. */
