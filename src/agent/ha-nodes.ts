@@ -143,6 +143,13 @@ export class HaNodes {
         200,
       );
     } catch (err) {
+      // Why: a converge that sees Patroni die before the watcher does would start it again
+      // on the node that still holds the leader key (seen once in 10 benchmark failovers:
+      // the killed node led again after 17 s). Whoever sees the death first fences.
+      if (!entry.lost && !entry.stopping && (await patroni.patroniPid()) === null) {
+        entry.lost = true;
+        await this.handleLoss(id, entry);
+      }
       return {
         status: "failed",
         message: (err as Error).message,
