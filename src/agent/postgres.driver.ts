@@ -25,6 +25,7 @@ import { EtcdMember, type EtcdMemberSpec } from "../engines/etcd/etcd-member.ts"
 import type { Logger } from "../log.ts";
 
 const META = "cellar-instance.json";
+const INSTANCE_ID = /^inst-[a-z0-9]+$/;
 /** How long a starting etcd member waits for its peers before it reports itself. */
 const ETCD_QUORUM_WAIT_MS = 30_000;
 /** CPU quota of a new node while it is set up, before its plan's own quota applies. */
@@ -126,8 +127,19 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   async listLocal(): Promise<string[]> {
+    const ids = new Set(await this.localDirs());
+    // A node's sandbox left by a killed agent whose directory is gone still holds its CPUs
+    // (a Dedicated node's exclusive ones): an orphan too.
+    for (const name of await this.opts.runtime.listSandboxes().catch(() => [] as string[])) {
+      const id = name.slice("cellar-".length);
+      if (name === sandboxNameFor(id) && INSTANCE_ID.test(id)) ids.add(id);
+    }
+    return [...ids];
+  }
+
+  private async localDirs(): Promise<string[]> {
     const names = await fs.readdir(this.instancesDir).catch(() => [] as string[]);
-    return names.filter((n) => /^inst-[a-z0-9]+$/.test(n));
+    return names.filter((n) => INSTANCE_ID.test(n));
   }
 
   async converge(inst: DesiredInstance): Promise<Observation> {
@@ -526,7 +538,7 @@ export class PostgresDriver implements InstanceDriver {
   /** Stops every local instance cleanly (agent shutdown); data stays. */
   async stopAll(): Promise<void> {
     await this.backups.stop();
-    for (const id of await this.listLocal()) {
+    for (const id of await this.localDirs()) {
       const dir = this.dirOf(id);
       if (await exists(path.join(dir, "gateway"))) await this.gateway(id).stop();
       if (await exists(path.join(dir, "etcd"))) await this.stopEtcd(id, { destroy: false });
