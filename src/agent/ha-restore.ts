@@ -66,6 +66,7 @@ export class HaRestores {
   /** `<instance>/<restore>` pairs known handled: no DCS look for them. */
   private readonly handled = new Set<string>();
   private readonly stopping = new Set<string>();
+  private readonly writes = new Map<string, Promise<void>>();
 
   constructor(
     private readonly opts: { backups: NodeBackups; dirOf: (id: string) => string; log: Logger | null },
@@ -245,7 +246,16 @@ export class HaRestores {
   }
 
   private async saveLocal(id: string, state: LocalState): Promise<void> {
-    await writeFileAtomic(this.stateFile(id), JSON.stringify(state), 0o600, undefined);
+    // Why: the heartbeat's stop and a convergence may write at once (one temporary file name).
+    const previous = this.writes.get(id) ?? Promise.resolve();
+    const write = previous.then(() =>
+      writeFileAtomic(this.stateFile(id), JSON.stringify(state), 0o600, undefined).then(() => undefined),
+    );
+    this.writes.set(
+      id,
+      write.catch(() => undefined),
+    );
+    await write;
   }
 
   private async isHandled(id: string, restoreId: string): Promise<boolean> {
@@ -263,6 +273,7 @@ export class HaRestores {
   }
 
   forget(id: string): void {
+    this.writes.delete(id);
     for (const key of this.handled) if (key.startsWith(`${id}/`)) this.handled.delete(key);
   }
 }
