@@ -82,10 +82,14 @@ describe("continuous backups into S3, end to end", () => {
     });
     assert.equal(res.status, 201);
     addonId = res.json.addon.id;
-    url = await cl!.waitFor("the add-on to run", async () => {
-      const vars = (await cl!.api("GET", "/v1/apps/s3-app/variables")).json.variables as any[];
-      return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
-    });
+    url = await cl!.waitFor(
+      "the add-on to run",
+      async () => {
+        const vars = (await cl!.api("GET", "/v1/apps/s3-app/variables")).json.variables as any[];
+        return vars.find((v) => v.name === "SCALINGO_POSTGRESQL_URL")?.value as string | undefined;
+      },
+      180_000,
+    );
     await withClient(async (c) => {
       await c.query("CREATE TABLE ledger (id serial PRIMARY KEY, note text NOT NULL)");
       await c.query("INSERT INTO ledger (note) VALUES ('kept-1')");
