@@ -112,7 +112,19 @@ describe("continuous backups into S3, end to end", () => {
     );
     assert.equal(stored.rows[0].repo_path, `s3://${s3!.repo.bucket}${repoOf(addonId)}`);
     noKeys((await cl!.api("GET", `/v1/apps/s3-app/addons/${addonId}`)).json);
-    noKeys((await dbApi(addonId, "GET", "/pitr/backups")).json);
+  });
+
+  it("verifies the full backup by restoring it from the bucket into a scratch server", async () => {
+    const verified = await cl!.waitFor(
+      "the backup's verification",
+      async () => {
+        const sets = (await dbApi(addonId, "GET", "/pitr/backups")).json.continuous_backups as any[];
+        const b = sets[0];
+        return b && b.verification_status !== "pending" ? b : undefined;
+      },
+      180_000,
+    );
+    assert.equal(verified.verification_status, "verified", verified.verification_detail);
   });
 
   it("restores in place from the bucket to a point in time", async () => {
@@ -152,15 +164,18 @@ describe("continuous backups into S3, end to end", () => {
   it("deletes the add-on's stanza from the bucket with it", async () => {
     assert.ok((await s3!.keys(repoOf(addonId))).length > 0);
     assert.equal((await cl!.api("DELETE", `/v1/apps/s3-app/addons/${addonId}`)).status, 204);
+    // The controller marks the repository removed once stanza-delete has ended.
     await cl!.waitFor(
       "the stanza to be removed from the bucket",
-      async () => ((await s3!.keys(repoOf(addonId))).length === 0 ? true : undefined),
+      async () => {
+        const { rows } = await cl!.controller.deps.db.query(
+          "SELECT repo_removed_at FROM continuous_backups WHERE database_id = $1",
+          [addonId],
+        );
+        return rows[0]?.repo_removed_at ? true : undefined;
+      },
       120_000,
     );
-    const removed = await cl!.controller.deps.db.query(
-      "SELECT repo_removed_at FROM continuous_backups WHERE database_id = $1",
-      [addonId],
-    );
-    assert.ok(removed.rows[0].repo_removed_at, "marked removed");
+    assert.deepEqual(await s3!.keys(repoOf(addonId)), []);
   });
 });
