@@ -141,13 +141,6 @@ describe("forks: a new database from another's backups at a point in time", () =
       [
         alice,
         "shop-staging",
-        "postgresql-business-1024",
-        { database_id: sourceId, restore_time: t },
-        "plan_id",
-      ],
-      [
-        alice,
-        "shop-staging",
         "postgresql-starter-1024",
         { database_id: dedicatedId, restore_time: t },
         "restore_from.database_id",

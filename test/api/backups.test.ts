@@ -92,7 +92,7 @@ describe("continuous backups: window, restore requests, reports, events", () => 
     await fs.rm(repoRoot, { recursive: true, force: true });
   });
 
-  it("gives a single-node database its own stanza, repository and key; none for HA plans", async () => {
+  it("gives a database its own stanza, repository and key, the same whatever its class", async () => {
     const db = (await getDatabase(h.deps.db, dbId))!;
     const spec = await h.deps.db.tx((q) => nodeBackupSpec(q, h.deps, db));
     assert.ok(spec);
@@ -103,10 +103,13 @@ describe("continuous backups: window, restore requests, reports, events", () => 
     assert.equal(spec.restore, undefined);
     const again = await h.deps.db.tx((q) => nodeBackupSpec(q, h.deps, db));
     assert.equal(again?.cipherPass, spec.cipherPass, "the key is made once");
+    // An HA cluster's nodes archive into the database's one stanza (whichever leads).
     const ha = await h.deps.db.tx((q) =>
       nodeBackupSpec(q, h.deps, { ...db, planId: "postgresql-business-1024" }),
     );
-    assert.equal(ha, undefined);
+    assert.equal(ha?.stanza, dbId);
+    assert.equal(ha?.cipherPass, spec.cipherPass);
+    assert.equal(ha?.retentionDays, 7);
   });
 
   it("has no recovery window before a first backup, and refuses any restore then", async () => {
