@@ -191,16 +191,24 @@ describe(
       assert.equal(switchovers.length, 1, "one planned switchover for the resize");
       assert.equal(switchovers[0]!.type_data.old_leader, leaderBefore.id);
       assert.equal((await sql("SHOW shared_buffers"))[0].shared_buffers, "2GB");
-      await cl.waitFor(
-        "both standbys streaming, one of them synchronous",
-        async () => {
-          const rows = await sql("SELECT sync_state FROM pg_stat_replication WHERE state = 'streaming'");
-          return rows.length === 2 && rows.some((r) => r.sync_state === "sync") ? true : undefined;
-        },
-        // The old leader is the last to roll: its volume grows offline, then it rewinds and
-        // catches up; on a loaded machine that can take minutes.
-        180_000,
-      );
+      let seen = "nothing yet";
+      await cl
+        .waitFor(
+          "both standbys connected to the leader",
+          async () => {
+            // The protected user sees one row per WAL sender, not its state (that needs
+            // pg_read_all_stats): two senders here, and a synchronous standby named below.
+            const all = await sql("SELECT application_name FROM pg_stat_replication");
+            seen = JSON.stringify(all);
+            return all.length === 2 ? true : undefined;
+          },
+          // The old leader is the last to roll: its volume grows offline, then it rewinds and
+          // catches up; on a loaded machine that can take minutes.
+          180_000,
+        )
+        .catch((err: Error) => {
+          throw new Error(`${err.message}; pg_stat_replication on the leader: ${seen}`);
+        });
       assert.notEqual((await sql("SHOW synchronous_standby_names"))[0].synchronous_standby_names, "");
       if (probe.loopVolumes.ok) {
         for (const n of ns) {
