@@ -30,6 +30,13 @@ const INSTANCE_ID = /^inst-[a-z0-9]+$/;
 const ETCD_QUORUM_WAIT_MS = 30_000;
 /** CPU quota of a new node while it is set up, before its plan's own quota applies. */
 const BURST_VCPU = 2;
+
+/** A quota below BURST_VCPU raised to it (setup, switchovers); pinned CPUs stay as they are. */
+function withSpareCpu(limits: SandboxLimits): SandboxLimits {
+  const low = limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
+  return low ? { ...limits, cpuQuota: BURST_VCPU } : limits;
+}
+
 /** At most this much of the end of a log file is read for a tail. */
 const LOG_TAIL_BYTES = 256 * 1024;
 
@@ -217,11 +224,9 @@ export class PostgresDriver implements InstanceDriver {
     const limits = this.limitsOf(spec);
     // A new node is set up with its host's spare CPU (start, role and database are CPU-bound
     // and take 3-4x longer under a Starter's quarter vCPU); the plan's quota follows at once.
-    const burst = meta.applied === 0 && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
-    const info = await this.opts.runtime.ensureSandbox(
-      sandbox,
-      burst ? { ...limits, cpuQuota: BURST_VCPU } : limits,
-    );
+    const spare = withSpareCpu(limits);
+    const burst = meta.applied === 0 && spare !== limits;
+    const info = await this.opts.runtime.ensureSandbox(sandbox, burst ? spare : limits);
     const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
     const pg = this.node(inst, spec, placement);
     // Business -> Starter: Patroni hands the running server over before it is configured here.
@@ -266,11 +271,9 @@ export class PostgresDriver implements InstanceDriver {
     const sandbox = sandboxNameFor(inst.id);
     const limits = this.haLimitsOf(inst, spec);
     // As for a single node: initdb or a standby's clone runs with spare CPU, then the plan's quota.
-    const burst = meta.applied === 0 && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
-    const info = await this.opts.runtime.ensureSandbox(
-      sandbox,
-      burst ? { ...limits, cpuQuota: BURST_VCPU } : limits,
-    );
+    const spare = withSpareCpu(limits);
+    const burst = meta.applied === 0 && spare !== limits;
+    const info = await this.opts.runtime.ensureSandbox(sandbox, burst ? spare : limits);
     // A bigger plan's volume grows offline here (no online resize2fs): Patroni first, or it
     // restarts its PostgreSQL and keeps its log open on the volume.
     const placement = await this.isolation.prepare(inst.id, spec, async () => {
@@ -313,9 +316,7 @@ export class PostgresDriver implements InstanceDriver {
    */
   private haLimitsOf(inst: DesiredInstance, spec: NodeSpec): SandboxLimits {
     const limits = this.limitsOf(spec);
-    const spare =
-      inst.switchover !== undefined && limits.cpuQuota !== undefined && limits.cpuQuota < BURST_VCPU;
-    return spare ? { ...limits, cpuQuota: BURST_VCPU } : limits;
+    return inst.switchover !== undefined ? withSpareCpu(limits) : limits;
   }
 
   /** Gives or takes back the switchover's spare CPU when the order came or went. */
