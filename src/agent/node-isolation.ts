@@ -9,8 +9,10 @@ import { postgresUser } from "../engines/postgresql/command.ts";
 import type { GatewaySpec } from "../engines/postgresql/haproxy-config.ts";
 import type { NodeSpec } from "../reconciler/instance-spec.ts";
 import type { GatewayNetwork, NodeNetwork } from "../reconciler/network-spec.ts";
+import type { Logger } from "../log.ts";
 import { IsolationError } from "../runtime/cgroup-fs.ts";
 import {
+  endNetnsProcesses,
   ensureNodeNet,
   inNetns,
   netnsExists,
@@ -55,6 +57,7 @@ export interface NodeIsolationOptions {
   dirOf(id: string): string;
   /** Default: probeIsolation() once, at first use. */
   facts?: () => Promise<NodeIsolationFacts>;
+  log?: Logger | undefined;
 }
 
 interface NetworkSetup {
@@ -240,6 +243,9 @@ export class NodeIsolation {
     const hasNetwork = await netnsExists(nodeNetNames(id).ns);
     const vpc = (await this.readRecord(id))?.vpc;
     if (hasVolume || hasNetwork) await stopNode();
+    const leftovers = await endNetnsProcesses(nodeNetNames(id).ns, 10_000);
+    if (leftovers.length > 0)
+      this.opts.log?.warn("ended processes left in the node's namespace", { id, pids: leftovers.join(",") });
     await removeNodeNet(id);
     // Gone with the node's namespace, its port on the database's bridge may have been the last.
     if (vpc) await removeVpcIfUnused(vpc.databaseId, vpc.publicNetwork);

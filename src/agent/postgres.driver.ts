@@ -67,7 +67,7 @@ export class PostgresDriver implements InstanceDriver {
   private readonly template: PgTemplate;
   private templateError: Error | null = null;
   /** Dedicated nodes: own volume and network namespace (node-isolation.ts). */
-  private readonly isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id) });
+  private readonly isolation: NodeIsolation;
   /** Continuous backups and restores of single-node databases (node-backups.ts). */
   private readonly backups = new NodeBackups({
     dirOf: (id) => this.dirOf(id),
@@ -85,6 +85,7 @@ export class PostgresDriver implements InstanceDriver {
     this.instancesDir = path.join(opts.stateDir, "instances");
     this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
     this.ha = new HaNodes(opts.log ?? null, { nodes: this.backups, dirOf: (id) => this.dirOf(id) });
+    this.isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id), log: opts.log });
   }
 
   /** `onChange` is called when an instance needs converging before the next heartbeat. */

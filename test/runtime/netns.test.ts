@@ -10,9 +10,11 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { newId } from "../../src/domain/ids.ts";
+import { waitFor } from "../../src/runtime/cgroup-fs.ts";
 import { CgroupV1Runtime } from "../../src/runtime/cgroup-v1.runtime.ts";
 import {
   CLAIMS_DIR,
+  endNetnsProcesses,
   ensureNodeNet,
   inNetns,
   netnsExists,
@@ -159,6 +161,33 @@ describe(
       } finally {
         server.kill("SIGKILL");
       }
+    });
+
+    it("ends what a killed agent left inside: SIGTERM, then SIGKILL for what ignores it", async () => {
+      const id = fresh();
+      const n = await ensureNodeNet(id);
+      // One process leaves on SIGTERM (as pgBackRest does), one ignores it.
+      const polite = execFile("ip", ["netns", "exec", n.ns, "sleep", "600"]);
+      const stubborn = execFile("ip", [
+        "netns",
+        "exec",
+        n.ns,
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 1; done",
+      ]);
+      const exited = (c: typeof polite) =>
+        new Promise<NodeJS.Signals | null>((r) => c.on("exit", (_code, sig) => r(sig)));
+      const politeExit = exited(polite);
+      const stubbornExit = exited(stubborn);
+      await waitFor(async () => (await netnsPids(n.ns)).length >= 3, 5000);
+      const found = await endNetnsProcesses(n.ns, 500);
+      assert.ok(found.includes(polite.pid!) && found.includes(stubborn.pid!), `found ${found.join(",")}`);
+      assert.equal(await politeExit, "SIGTERM");
+      assert.equal(await stubbornExit, "SIGKILL");
+      assert.deepEqual(await netnsPids(n.ns), []);
+      await removeNodeNet(id);
+      assert.equal(await netnsExists(n.ns), false);
     });
 
     it("removes the pair, the namespace and the claim", async () => {
