@@ -14,7 +14,25 @@ import type { PlanSettings } from "./plan-settings.ts";
 import type { ArchiveSettings } from "./backup/pgbackrest-config.ts";
 import type { PemPair } from "../tls/pki.ts";
 
-export const PATRONI_BIN = "/usr/bin/patroni";
+/**
+ * Patroni, with one timing of its own changed: in a graceful demote (a switchover) it polls
+ * `pg_controldata` for the end of the shutdown before it releases the leader key, once a
+ * second in Patroni 3.0 (a module constant, not a setting). Every 0.1 s, the key goes about
+ * half a second sooner on average, and writes pause that much less. A Patroni without that
+ * constant starts unchanged.
+ */
+export const PATRONI_ARGV = [
+  "/usr/bin/python3",
+  "-c",
+  [
+    "import sys",
+    "import patroni.postgresql as pg",
+    "from patroni.__main__ import main",
+    "if hasattr(pg, 'STOP_POLLING_INTERVAL'): pg.STOP_POLLING_INTERVAL = 0.1",
+    "sys.argv[0] = 'patroni'",
+    "sys.exit(main())",
+  ].join("\n"),
+];
 
 /** What Patroni says of its node (GET /patroni). */
 export interface PatroniState {
@@ -114,7 +132,7 @@ export class PatroniNode {
       ? [`--reuid=${owner.uid}`, `--regid=${owner.gid}`, "--init-groups", "--reset-env"]
       : [];
     // setpriv execs Patroni: the pid spawned is Patroni's own, already unprivileged.
-    const argv = owner ? ["setpriv", ...user, PATRONI_BIN, this.configFile] : [PATRONI_BIN, this.configFile];
+    const argv = [...(owner ? ["setpriv", ...user] : []), ...PATRONI_ARGV, this.configFile];
     await this.daemon.start(this.wrap(argv));
     return { started: true };
   }
