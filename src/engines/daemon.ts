@@ -24,7 +24,13 @@ export class Daemon {
     const text = await fs.readFile(this.opts.pidFile, "utf8").catch(() => "");
     const pid = Number(text.trim());
     if (!Number.isInteger(pid) || pid <= 0 || !(await isProcessAlive(pid))) return null;
-    const argv = await processCommandLine(pid);
+    // The command line reads empty for a moment while the process execs (the sandbox's shell
+    // becomes setpriv, then the daemon): seen once as a Patroni "exited" right after its start.
+    let argv = await processCommandLine(pid);
+    for (let i = 0; argv === null && i < 20 && (await isProcessAlive(pid)); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      argv = await processCommandLine(pid);
+    }
     return argv?.some((a) => a.includes(this.opts.marker)) ? pid : null;
   }
 
