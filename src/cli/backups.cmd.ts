@@ -4,7 +4,7 @@
 import type { Command } from "commander";
 import { act, enc } from "./context.ts";
 import { CliError, isObject, rooted, type Response } from "./http.ts";
-import { keyValues, text } from "./output.ts";
+import { formatSize, keyValues, table, text } from "./output.ts";
 import { confirmByTyping } from "./prompt.ts";
 import type { Session } from "./session.ts";
 import { resolveTarget, type Target, type TargetOpts } from "./targets.ts";
@@ -85,6 +85,14 @@ async function fork(session: Session, source: Target, time: string, opts: ForkOp
   });
 }
 
+/** "verified at <time>", "failed: <why>", or "pending" (not restored and read yet). */
+function verificationCell(b: Record<string, unknown>): string {
+  const status = text(b.verification_status, "pending");
+  if (status === "verified") return `verified ${text(b.verification_checked_at)}`.trim();
+  if (status === "failed") return `FAILED: ${text(b.verification_detail, "no detail")}`;
+  return status;
+}
+
 export function registerBackupCommands(program: Command): void {
   targetOptions(
     program
@@ -126,6 +134,35 @@ export function registerBackupCommands(program: Command): void {
               ["Latest recoverable at", text(w.latest_recoverable_at)],
             ])
           : `${target.label} has no recoverable point yet: its first full backup has not finished.`,
+      );
+    }),
+  );
+
+  targetOptions(
+    program
+      .command("database-pitr-backups")
+      .description("the full backups behind the recovery window, and whether each was verified"),
+  ).action(
+    act<TargetOpts>(async (ctx, _args, opts) => {
+      const target = await resolveTarget(ctx.session(), opts);
+      const res: Response = await pitrCall(ctx.session(), target, "GET", "/backups");
+      const sets = isObject(res.json) ? res.json.continuous_backups : null;
+      if (!Array.isArray(sets)) throw new CliError("the API gave no list of backups");
+      ctx.out.result(res.json, () =>
+        sets.length === 0
+          ? `${target.label} has no full backup yet.`
+          : table(
+              ["ID", "Timeline", "Ended At", "Size", "Verification"],
+              sets
+                .filter(isObject)
+                .map((b) => [
+                  text(b.id),
+                  text(b.timeline),
+                  text(b.ended_at),
+                  formatSize(b.size),
+                  verificationCell(b),
+                ]),
+            ),
       );
     }),
   );

@@ -6,7 +6,7 @@ import { pipeline } from "node:stream/promises";
 import type { Command } from "commander";
 import { act, enc } from "./context.ts";
 import { CliError, isObject, rooted, rootedList, type JsonObject, type Response } from "./http.ts";
-import { table, text } from "./output.ts";
+import { formatSize, table, text } from "./output.ts";
 import type { Session } from "./session.ts";
 import { resolveTarget, type Target, type TargetOpts } from "./targets.ts";
 import { parseDuration, waitFor } from "./wait.ts";
@@ -23,18 +23,6 @@ const targetOptions = (c: Command): Command =>
     .option("-a, --app <name>", "the app")
     .option("--addon <id>", "the add-on, when the app has several")
     .option("--database <id>", "a Dedicated database instead of an app");
-
-function formatSize(bytes: unknown): string {
-  if (typeof bytes !== "number") return "-";
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 /** The offset (whole hours) of a time zone now; refuses zones off by minutes. */
 function offsetHours(timeZone: string, now: Date): number {

@@ -48,6 +48,19 @@ export function keyValues(pairs: ([string, Cell] | [string, Cell, "optional"])[]
   return shown.map(([k, v]) => `${(k + ":").padEnd(width)} ${cellText(v)}`).join("\n");
 }
 
+/** Bytes in binary units (1024), one decimal: "12.5 MB". */
+export function formatSize(bytes: unknown): string {
+  if (typeof bytes !== "number" || !Number.isFinite(bytes)) return "-";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 export function formatRam(mb: unknown): string {
   if (typeof mb !== "number") return "-";
   return mb >= 1024 && mb % 1024 === 0 ? `${mb / 1024} GB` : `${mb} MB`;

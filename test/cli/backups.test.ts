@@ -18,6 +18,7 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
   let cli: CliRunner;
   let dbId = "";
   let alice: Session;
+  let hostId = "";
   const earliest = minutesAgo(60);
   const latest = minutesAgo(1);
 
@@ -51,6 +52,7 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
       },
       "tk-host-cli",
     );
+    hostId = host.id;
     await h.deps.db.query(
       `INSERT INTO instances (id, database_id, host_id, kind, port, spec) VALUES ('inst-clibk1', $1, $2, 'node', 20001, '{}')`,
       [dbId, host.id],
@@ -106,6 +108,74 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
     assert.deepEqual(JSON.parse(json.stdout), {
       recovery_window: { earliest_recoverable_at: earliest, latest_recoverable_at: latest },
     });
+  });
+
+  it("lists the full backups with their verification", async () => {
+    const verifiedAt = minutesAgo(30);
+    const sets = [
+      {
+        label: "20260101-000000F",
+        type: "full",
+        timeline: 1,
+        started_at: minutesAgo(61),
+        stopped_at: earliest,
+        size: 1,
+        repo_size: 1,
+        reason: "initial",
+        verification: { status: "verified", at: verifiedAt, detail: null },
+      },
+      {
+        label: "20260102-000000F",
+        type: "full",
+        timeline: 1,
+        started_at: minutesAgo(3),
+        stopped_at: minutesAgo(2),
+        size: 6 * 1024 * 1024,
+        repo_size: 1024,
+        reason: "weekly",
+      },
+    ];
+    await applyBackupReports(h.deps, hostId, [
+      {
+        id: "inst-clibk1",
+        backup: {
+          stanza: dbId,
+          timeline: 1,
+          backups: sets,
+          archived_until: latest,
+          restore: null,
+          failure: null,
+        },
+      },
+    ]);
+    const res = await cli.run(["database-pitr-backups", "--app", "ledger-app"]);
+    assert.equal(res.code, 0, res.stderr);
+    const lines = res.stdout.trim().split("\n");
+    assert.match(lines[0]!, /^ID\s+Timeline\s+Ended At\s+Size\s+Verification$/);
+    assert.ok(
+      lines.some(
+        (l) =>
+          l.startsWith("20260101-000000F") && l.includes(" 1 B ") && l.includes(`verified ${verifiedAt}`),
+      ),
+      res.stdout,
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith("20260102-000000F") && l.endsWith("pending")),
+      res.stdout,
+    );
+    const json = JSON.parse(
+      (await cli.run(["--json", "database-pitr-backups", "--app", "ledger-app"])).stdout,
+    );
+    assert.deepEqual(
+      json.continuous_backups.map((b: { id: string; verification_status: string }) => [
+        b.id,
+        b.verification_status,
+      ]),
+      [
+        ["20260102-000000F", "pending"],
+        ["20260101-000000F", "verified"],
+      ],
+    );
   });
 
   it("refuses a malformed time and a wrong confirmation: nothing is restored", async () => {
