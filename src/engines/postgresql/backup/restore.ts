@@ -128,7 +128,9 @@ export class InPlaceRestore {
     }
     // Recovery stops at the first commit after the target; without one in the archive it
     // would run out of WAL before the target and refuse to promote. This commit is that one,
-    // and check archives the segment holding it.
+    // and check archives the segment holding it. It writes no WAL before its commit record,
+    // so it commits asynchronously: an Enterprise restorer, its standbys stopped and
+    // synchronous_standby_names still in Patroni's config, does not wait for them.
     await queryOnce(node.superuserConfig(), "SELECT txid_current()");
     await pgbackrest.check();
     return {
