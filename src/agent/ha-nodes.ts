@@ -197,7 +197,7 @@ export class HaNodes {
     if (alive && !this.watched.has(id)) this.track(id, spec, patroni);
     const state = alive ? await patroni.state() : null;
     if (switchover && state?.role === "leader") this.switchOver(id, spec, patroni, switchover);
-    const obs = this.observation(state, applied);
+    const obs = this.observation(state, applied, alive);
     const leading = state?.role === "leader" && state.state === "running";
     const ready = leading && (await patroni.pg.seemsReady());
     const backup = this.backups?.nodes.observeHa(id, patroni.pg, spec.backup, ready, leading);
@@ -316,11 +316,12 @@ export class HaNodes {
     await fs.rm(configFile, { force: true });
   }
 
-  private observation(state: PatroniState | null, applied: number): Observation {
+  private observation(state: PatroniState | null, applied: number, alive = false): Observation {
     if (!state) {
       return {
         status: "stopped",
-        message: "patroni is not running",
+        // A Patroni cut off from the network, or too busy to answer, is not a stopped one.
+        message: alive ? "patroni runs but its REST API does not answer" : "patroni is not running",
         role: "",
         observedGeneration: 0,
         usage: {},
