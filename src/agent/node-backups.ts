@@ -7,7 +7,6 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { ensureDir, postgresUser, writeFileAtomic } from "../engines/postgresql/command.ts";
 import type { PostgresInstance } from "../engines/postgresql/instance.ts";
-import { queryOnce } from "../engines/postgresql/superuser.ts";
 import { readArchiveStatus, type ArchiveStatus } from "../engines/postgresql/backup/archive-status.ts";
 import {
   backupReportOf,
@@ -56,8 +55,6 @@ interface Tracked {
   job: { done: Promise<void>; abort: AbortController } | null;
   /** The timelines whose backups count, read for `timeline` (a history never changes). */
   lineage: { timeline: number; timelines: number[] } | null;
-  /** The server's start time at the last check: its checkpointer was woken for that start. */
-  wokenFor: number | null;
 }
 
 export interface NodeBackupsOptions {
@@ -127,7 +124,6 @@ export class NodeBackups {
         restoring: false,
         job: null,
         lineage: null,
-        wokenFor: null,
       };
       this.nodes.set(id, t);
     }
@@ -318,7 +314,6 @@ export class NodeBackups {
         failure: null,
         info: null,
         lineage: null,
-        wokenFor: null,
         stanzaReady: false,
         nextAt: 0,
       });
@@ -378,13 +373,6 @@ export class NodeBackups {
     if (!t.info || Date.now() - t.infoAt > INFO_REFRESH_MS) await this.refreshInfo(t, br, signal);
     if (!t.restore) t.restore = await lastRestoreOutcome(this.stateFile(t.id));
     let status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
-    // A server started by someone else (Patroni, after a crash of PostgreSQL alone) needs its
-    // checkpointer woken as the agent's own starts do (PostgresInstance.wakeCheckpointer).
-    const startedAt = status.startedAt?.getTime() ?? null;
-    if (startedAt !== null && t.wokenFor !== startedAt) {
-      await queryOnce(t.node.superuserConfig(), "SELECT pg_reload_conf()");
-      t.wokenFor = startedAt;
-    }
     if (t.lineage?.timeline !== status.timeline) {
       const timelines = await br.lineage(status.timeline, signal);
       // A promotion archives its history first: until then, no backup is decided on a guess.

@@ -15,8 +15,6 @@ export interface ArchiverRow {
   current_wal: string;
   segment_bytes: string;
   now: Date;
-  /** pg_postmaster_start_time(): a new value is a server started again. */
-  started_at?: Date;
 }
 
 export interface ArchiveStatus {
@@ -26,8 +24,6 @@ export interface ArchiveStatus {
   archivedUntil: Date | null;
   /** Why archiving does not keep up, when the archiver is failing. */
   error: string | null;
-  /** When the server was started (read with the rest; absent from hand-made rows). */
-  startedAt?: Date;
 }
 
 /**
@@ -40,8 +36,7 @@ const ARCHIVER_SQL = `
   SELECT last_archived_wal, last_archived_time, last_failed_wal, last_failed_time,
          pg_current_wal_insert_lsn()::text AS insert_lsn,
          pg_walfile_name(pg_current_wal_insert_lsn()) AS current_wal,
-         current_setting('wal_segment_size') AS segment_bytes, now() AS now,
-         pg_postmaster_start_time() AS started_at
+         current_setting('wal_segment_size') AS segment_bytes, now() AS now
   FROM pg_stat_archiver`;
 
 /** "16MB" (SHOW style) or "16777216" -> bytes. */
@@ -91,6 +86,5 @@ export async function readArchiveStatus(
     dataDir && last && /^[0-9A-F]{24}$/.test(last)
       ? await fs.stat(path.join(dataDir, "pg_wal", "archive_status", `${last}.done`)).catch(() => null)
       : null;
-  const status = archiveStatusOf(row, done?.mtime ?? null);
-  return row.started_at ? { ...status, startedAt: row.started_at } : status;
+  return archiveStatusOf(row, done?.mtime ?? null);
 }
