@@ -103,9 +103,10 @@ export async function waitFor(
   }
 }
 
-function killQuietly(pid: number): void {
+/** Signals a process that may be gone already (between listing and signalling: the goal). */
+export function killQuietly(pid: number, signal: NodeJS.Signals = "SIGKILL"): void {
   try {
-    process.kill(pid, "SIGKILL");
+    process.kill(pid, signal);
   } catch {
     // Already gone between listing and killing: that is the goal.
   }

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { HOST_SERVICE_RANGE, NODE_LINK_RANGE } from "../domain/network-rules.ts";
-import { IsolationError, waitFor } from "./cgroup-fs.ts";
+import { IsolationError, killQuietly, waitFor } from "./cgroup-fs.ts";
 
 /** Reserved for node namespaces: nothing else on the machine may route it. */
 export const NODE_NET_RANGE = NODE_LINK_RANGE;
@@ -343,22 +343,13 @@ export async function netnsPids(ns: string): Promise<number[]> {
 export async function endNetnsProcesses(ns: string, graceMs: number): Promise<number[]> {
   const found = await netnsPids(ns);
   if (found.length === 0) return [];
-  const signal = (pids: number[], sig: NodeJS.Signals) => {
-    for (const pid of pids) {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // Gone between listing and signalling.
-      }
-    }
-  };
-  signal(found, "SIGTERM");
+  for (const pid of found) killQuietly(pid, "SIGTERM");
   const ended = await waitFor(async () => (await netnsPids(ns)).length === 0, graceMs, 50);
   if (!ended) {
     await waitFor(
       async () => {
         const left = await netnsPids(ns);
-        signal(left, "SIGKILL");
+        for (const pid of left) killQuietly(pid);
         return left.length === 0;
       },
       5_000,

@@ -22,6 +22,25 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
   const earliest = minutesAgo(60);
   const latest = minutesAgo(1);
 
+  /** The node's first full backup, as its agent reports it. */
+  const initialSet = {
+    label: "20260101-000000F",
+    type: "full",
+    timeline: 1,
+    started_at: minutesAgo(61),
+    stopped_at: earliest,
+    size: 1,
+    repo_size: 1,
+    reason: "initial",
+  };
+  const reportBackups = (backups: object[]) =>
+    applyBackupReports(h.deps, hostId, [
+      {
+        id: "inst-clibk1",
+        backup: { stanza: dbId, timeline: 1, backups, archived_until: latest, restore: null, failure: null },
+      },
+    ]);
+
   const restores = async () =>
     (await h.deps.db.query("SELECT count(*)::int AS n FROM pitr_restores WHERE database_id = $1", [dbId]))
       .rows[0].n as number;
@@ -67,29 +86,7 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
     );
     // The stanza exists once the spec is built; then the node reports its first backup.
     await h.deps.db.tx(async (q) => nodeBackupSpec(q, h.deps, (await getDatabase(q, dbId))!));
-    const backup = {
-      label: "20260101-000000F",
-      type: "full",
-      timeline: 1,
-      started_at: minutesAgo(61),
-      stopped_at: earliest,
-      size: 1,
-      repo_size: 1,
-      reason: "initial",
-    };
-    await applyBackupReports(h.deps, host.id, [
-      {
-        id: "inst-clibk1",
-        backup: {
-          stanza: dbId,
-          timeline: 1,
-          backups: [backup],
-          archived_until: latest,
-          restore: null,
-          failure: null,
-        },
-      },
-    ]);
+    await reportBackups([initialSet]);
     const login = await cli.run(["login", "--api-url", server.url, "--token", alice.apiToken]);
     assert.equal(login.code, 0, login.stderr);
   });
@@ -112,18 +109,8 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
 
   it("lists the full backups with their verification", async () => {
     const verifiedAt = minutesAgo(30);
-    const sets = [
-      {
-        label: "20260101-000000F",
-        type: "full",
-        timeline: 1,
-        started_at: minutesAgo(61),
-        stopped_at: earliest,
-        size: 1,
-        repo_size: 1,
-        reason: "initial",
-        verification: { status: "verified", at: verifiedAt, detail: null },
-      },
+    await reportBackups([
+      { ...initialSet, verification: { status: "verified", at: verifiedAt, detail: null } },
       {
         label: "20260102-000000F",
         type: "full",
@@ -133,19 +120,6 @@ describe("cellar CLI: recovery window and point-in-time restore", () => {
         size: 6 * 1024 * 1024,
         repo_size: 1024,
         reason: "weekly",
-      },
-    ];
-    await applyBackupReports(h.deps, hostId, [
-      {
-        id: "inst-clibk1",
-        backup: {
-          stanza: dbId,
-          timeline: 1,
-          backups: sets,
-          archived_until: latest,
-          restore: null,
-          failure: null,
-        },
       },
     ]);
     const res = await cli.run(["database-pitr-backups", "--app", "ledger-app"]);

@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { PostgresInstance } from "../../src/engines/postgresql/instance.ts";
 import { planPostgresSettings } from "../../src/engines/postgresql/plan-settings.ts";
-import { isProcessAlive } from "../../src/engines/postgresql/process-watch.ts";
+import { isProcessAlive, waitFor } from "../../src/engines/postgresql/process-watch.ts";
 import { queryOnce } from "../../src/engines/postgresql/superuser.ts";
 import { ensureCa } from "../../src/engines/tls/certificates.ts";
 import { freePort, loopbackPrefix, scratchDir } from "./engine-fixtures.ts";
@@ -53,7 +53,7 @@ describe("archive_timeout after a crash", () => {
     );
     const pid = (await node.postmasterPid())!;
     process.kill(pid, "SIGKILL");
-    await waitUntil(async () => !(await isProcessAlive(pid)), 10_000);
+    await waitFor("the killed postmaster to be gone", async () => !(await isProcessAlive(pid)), 10_000, 50);
     await node.start();
     const before = await archived();
     // Writes every 200 ms: with archive_timeout 1 s, a segment is archived within seconds.
@@ -70,11 +70,3 @@ describe("archive_timeout after a crash", () => {
     );
   });
 });
-
-async function waitUntil(check: () => Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
