@@ -26,6 +26,11 @@ export interface VolumeOptions {
   loop: boolean;
   /** Owner of the volume's top directory, e.g. the postgres OS user. */
   owner?: { uid: number; gid: number };
+  /**
+   * A new loop filesystem gets ext4's `encrypt` feature, so directories on it can be encrypted
+   * (fscrypt.ts). An existing one is left as it was made.
+   */
+  encrypt?: boolean;
 }
 
 const MIN_BYTES = 16 * 1024 * 1024;
@@ -143,7 +148,17 @@ export async function ensureVolume(volumePath: string, sizeGb: number, opts: Vol
   // The image is fresh and sparse, so it already reads as zeros: zeroing the journal again
   // (lazy_journal_init=0) would allocate 512 MB of an 80 GB volume's image for nothing.
   if (fsType === "") {
-    await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-E", "nodiscard,lazy_journal_init=1", device]);
+    const features = opts.encrypt ? ["-O", "encrypt"] : [];
+    await run("mkfs.ext4", [
+      "-q",
+      "-F",
+      "-m",
+      "0",
+      ...features,
+      "-E",
+      "nodiscard,lazy_journal_init=1",
+      device,
+    ]);
   } else if (fsType !== "ext4") throw new IsolationError(`${image} holds ${fsType}, expected ext4`, image);
   let mounted = await mountedDevice(target);
   if (mounted !== null && mounted !== device) {
