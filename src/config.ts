@@ -18,6 +18,11 @@ export interface Config {
   dataDir: string;
   /** External control-plane PostgreSQL; when unset Cellar runs its own under dataDir. */
   databaseUrl: string | undefined;
+  /**
+   * The controller's master key (0600, made at first start): it seals the nodes' encryption
+   * keys in the store. Controllers sharing one store must share this file.
+   */
+  masterKeyFile: string;
   listenHost: string;
   port: number;
   /** URL clients use to reach this Cellar (region discovery points here). */
@@ -345,6 +350,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     dataDir: dataDirOf(env),
     databaseUrl: databaseUrlVar(env.CELLAR_DATABASE_URL),
+    masterKeyFile: path.resolve(env.CELLAR_MASTER_KEY_FILE || path.join(dataDirOf(env), "master-key")),
     listenHost,
     port,
     publicUrl: publicUrlVar(env.CELLAR_PUBLIC_URL, `http://${listenHost}:${port}`),

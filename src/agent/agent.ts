@@ -36,7 +36,8 @@ const askOf = (inst: DesiredInstance) => `${inst.specGeneration}:${inst.desiredS
  * All the controller hands over with an instance but its spec (which changes with its
  * generation), e.g. a switchover order: a change of it is work for the instance.
  */
-const settledKeyOf = (inst: DesiredInstance) => JSON.stringify({ ...inst, spec: undefined });
+const settledKeyOf = (inst: DesiredInstance) =>
+  JSON.stringify({ ...inst, spec: undefined, encryptionKey: undefined });
 
 interface DesiredResponse {
   version: string;
@@ -49,6 +50,7 @@ interface DesiredResponse {
     spec_generation: number;
     desired_state: DesiredInstance["desiredState"];
     switchover?: DesiredInstance["switchover"];
+    encryption_key?: string;
   }>;
 }
 
@@ -162,6 +164,7 @@ export class Agent {
                 specGeneration: i.spec_generation,
                 desiredState: i.desired_state,
                 ...(i.switchover ? { switchover: i.switchover } : {}),
+                ...(i.encryption_key ? { encryptionKey: i.encryption_key } : {}),
               },
             ]),
           );

@@ -12,6 +12,8 @@ export interface DesiredInstance {
   desiredState: "running" | "stopped" | "deleted";
   /** A planned switchover of the node's cluster: its leader's agent asks Patroni for it. */
   switchover?: { id: string; leader: string; candidate: string };
+  /** A node's encryption-at-rest key (base64), from the controller; kept in memory only. */
+  encryptionKey?: string;
 }
 
 export interface Observation {
@@ -23,6 +25,8 @@ export interface Observation {
   usage: Record<string, number>;
   /** A node's continuous backups (node-backups.ts), sent with the report. */
   backup?: BackupReport | undefined;
+  /** A node's data dir: encrypted at rest (policy read back, key present), or why not. */
+  atRest?: { encrypted: boolean; detail: string } | undefined;
 }
 
 export interface InstanceDriver {

@@ -139,6 +139,7 @@ export class Heartbeats {
         observed_generation: o.observedGeneration,
         usage: o.usage,
         ...(o.backup ? { backup: o.backup } : {}),
+        ...(o.atRest ? { at_rest: o.atRest } : {}),
       }));
     const res = await this.opts.controller.request<{ logs_wanted?: unknown }>("POST", "/hosts/self/report", {
       instances,

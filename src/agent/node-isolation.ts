@@ -1,8 +1,15 @@
-// What a Dedicated node gets on top of its sandbox: a volume of its own mounted as the node's
-// base dir (<instance dir>/node, so PGDATA lives on it), and, as root, a network namespace in
-// which PostgreSQL listens on an inner address that only this host's processes reach, plus an
-// address on its database's own network (runtime/vpc.ts) where the database's gateways reach
-// it. Whatever the host cannot do is said in the node's status, never skipped silently.
+// What a Dedicated node gets on top of its sandbox: a volume of its own holding the node's
+// base dir (so PGDATA lives on it), and, as root, a network namespace in which PostgreSQL
+// listens on an inner address that only this host's processes reach, plus an address on its
+// database's own network (runtime/vpc.ts) where the database's gateways reach it. Every node,
+// Shared ones too, gets its base dir encrypted at rest under its own key where the filesystem
+// allows (node-encryption.ts). Whatever the host cannot do is said in the node's status, never
+// skipped silently.
+//
+// Layout of a Dedicated node's volume: the image <instance dir>/volume.img is mounted at
+// <instance dir>/volume; its directory node/ carries the encryption policy (ext4 refuses one on
+// a filesystem's root) and <instance dir>/node is a symlink to it. A volume made before
+// encryption at rest (node.img, mounted at node/ itself) keeps working, reported not encrypted.
 import fs from "node:fs/promises";
 import path from "node:path";
 import { postgresUser } from "../engines/postgresql/command.ts";
@@ -25,6 +32,7 @@ import { attachNode, checkVpcRange, ensureVpc, removeVpcIfUnused } from "../runt
 import { prepareGatewayNetwork, releaseGatewayNetwork } from "./gateway-network.ts";
 import { probeIsolation, type Availability } from "../runtime/probe.ts";
 import { detachVolume, ensureVolume, imagePathOf, removeVolume, volumeUsage } from "../runtime/volume.ts";
+import { NodeEncryption, type AtRest } from "./node-encryption.ts";
 
 const NETWORK_FILE = "network.json";
 const INSTANCE_ID = /^inst-[a-z0-9]+$/;
@@ -50,7 +58,17 @@ export interface NodePlacement {
   listenAddress: string;
   wrap(argv: string[]): string[];
   notes: string[];
+  /** Whether its base dir is encrypted at rest (unknown when not prepared). */
+  atRest?: AtRest;
 }
+
+/** Where a node's base dir lives: see the layout above. */
+type NodeStorage =
+  | { kind: "volume"; volume: string; encrypted: string }
+  | { kind: "old-volume"; volume: string }
+  | { kind: "directory"; encrypted: string };
+
+const VOLUME = "volume";
 
 export interface NodeIsolationOptions {
   /** The instance's directory (<stateDir>/instances/<id>). */
@@ -75,8 +93,11 @@ export class NodeIsolation {
   private facts: Promise<NodeIsolationFacts> | null = null;
   private readonly networks = new Map<string, NetworkSetup>();
   private readonly notes = new Map<string, string[]>();
+  private readonly encryption: NodeEncryption;
 
-  constructor(private readonly opts: NodeIsolationOptions) {}
+  constructor(private readonly opts: NodeIsolationOptions) {
+    this.encryption = new NodeEncryption();
+  }
 
   static applies(spec: NodeSpec): boolean {
     return spec.model === "dedicated";
@@ -94,6 +115,19 @@ export class NodeIsolation {
 
   private nodeDir(id: string): string {
     return path.join(this.opts.dirOf(id), "node");
+  }
+
+  private volumeDir(id: string): string {
+    return path.join(this.opts.dirOf(id), VOLUME);
+  }
+
+  /** A node's storage as found on disk (a new one has nothing yet: a directory). */
+  private async storageOf(id: string): Promise<NodeStorage> {
+    if (await exists(imagePathOf(this.nodeDir(id)))) return { kind: "old-volume", volume: this.nodeDir(id) };
+    const volume = this.volumeDir(id);
+    if (await exists(imagePathOf(volume)))
+      return { kind: "volume", volume, encrypted: path.join(volume, "node") };
+    return { kind: "directory", encrypted: this.nodeDir(id) };
   }
 
   /**
@@ -146,12 +180,18 @@ export class NodeIsolation {
    * Before the data dir is touched: the volume mounted at the node's base dir and the network
    * ready. `stopNode` is called when the volume can only grow offline (plan change).
    */
-  async prepare(id: string, spec: NodeSpec, stopNode: () => Promise<void>): Promise<NodePlacement> {
+  async prepare(
+    id: string,
+    spec: NodeSpec,
+    stopNode: () => Promise<void>,
+    key?: string,
+  ): Promise<NodePlacement> {
     if (!NodeIsolation.applies(spec)) {
-      return { listenAddress: spec.listen.address, wrap: (argv) => argv, notes: [] };
+      const atRest = await this.encryption.prepare(id, this.nodeDir(id), key, { onHostFs: true });
+      return { listenAddress: spec.listen.address, wrap: (argv) => argv, notes: [], atRest };
     }
     const facts = await this.hostFacts();
-    const notes = await this.ensureVolumeOf(id, spec, stopNode, facts);
+    const { notes, atRest } = await this.ensureStorageOf(id, spec, stopNode, facts, key);
     const setup = this.networks.get(id) ?? this.begin(id, spec)!;
     const net = await setup.result;
     if (!net) notes.push(`no network namespace (${facts.netns.detail})`);
@@ -160,7 +200,18 @@ export class NodeIsolation {
       listenAddress: listenAddressOf(net, spec),
       wrap: net ? (argv) => inNetns(net.ns, argv) : (argv) => argv,
       notes,
+      atRest,
     };
+  }
+
+  /** Whether the node's base dir is encrypted at rest, as last read back from the kernel. */
+  async atRest(id: string): Promise<AtRest> {
+    const storage = await this.storageOf(id);
+    if (storage.kind === "old-volume") {
+      const why = "its volume was made before encryption at rest (no policy on it)";
+      return this.encryption.observe(id, null, { onHostFs: false, why });
+    }
+    return this.encryption.observe(id, storage.encrypted, { onHostFs: storage.kind === "directory" });
   }
 
   /** Where the node listens, as prepare() said, without preparing anything (observation). */
@@ -171,26 +222,54 @@ export class NodeIsolation {
     return listenAddressOf(fresh ?? (await this.readRecord(id)), spec);
   }
 
-  private async ensureVolumeOf(
+  /** The node's volume mounted (grown to its plan) and its base dir unlocked, or why not. */
+  private async ensureStorageOf(
     id: string,
     spec: NodeSpec,
     stopNode: () => Promise<void>,
     facts: NodeIsolationFacts,
-  ): Promise<string[]> {
+    key: string | undefined,
+  ): Promise<{ notes: string[]; atRest: AtRest }> {
     const target = this.nodeDir(id);
     // A node made before volumes existed keeps its data where it is: mounting over it would hide it.
     if (facts.loopVolumes.ok && (await isUnmountedDataDir(target))) {
-      return ["no volume of its own (its data dir predates per-node volumes)"];
+      const why = "its data dir predates per-node volumes";
+      return {
+        notes: [`no volume of its own (${why})`],
+        atRest: await this.encryption.observe(id, null, { onHostFs: false, why }),
+      };
     }
-    const owner = postgresUser();
-    const opts = { loop: facts.loopVolumes.ok, ...(owner ? { owner } : {}) };
-    const vol = await ensureVolume(target, spec.limits.diskGb, opts).catch(async (err: unknown) => {
+    const storage = await this.storageOf(id);
+    if (storage.kind === "old-volume") {
+      const vol = await this.mountVolume(storage.volume, spec, stopNode, { loop: true, ...ownerOpt() });
+      return { notes: volumeNotes(vol, facts), atRest: await this.atRest(id) };
+    }
+    if (!facts.loopVolumes.ok) {
+      // No volume: a plain directory on the host's filesystem, as a Shared node has.
+      const vol = await ensureVolume(target, spec.limits.diskGb, { loop: false, ...ownerOpt() });
+      const atRest = await this.encryption.prepare(id, target, key, { onHostFs: true });
+      return { notes: volumeNotes(vol, facts), atRest };
+    }
+    const volume = this.volumeDir(id);
+    const vol = await this.mountVolume(volume, spec, stopNode, { loop: true, encrypt: true });
+    // Added after every mount: the filesystem's keyring goes with each unmount.
+    const atRest = await this.encryption.prepare(id, path.join(volume, "node"), key, { onHostFs: false });
+    await linkBaseDir(target, path.join(VOLUME, "node"));
+    return { notes: volumeNotes(vol, facts), atRest };
+  }
+
+  private async mountVolume(
+    target: string,
+    spec: NodeSpec,
+    stopNode: () => Promise<void>,
+    opts: Parameters<typeof ensureVolume>[2],
+  ) {
+    return ensureVolume(target, spec.limits.diskGb, opts).catch(async (err: unknown) => {
       // A bigger plan: without CAP_SYS_RESOURCE the filesystem grows only unmounted.
       if (!(err instanceof IsolationError && /cannot grow .* while in use/.test(err.message))) throw err;
       await stopNode();
       return ensureVolume(target, spec.limits.diskGb, opts);
     });
-    return vol.quotaEnforced ? [] : [`${vol.note} (${facts.loopVolumes.detail})`];
   }
 
   /**
@@ -227,9 +306,9 @@ export class NodeIsolation {
 
   /** Bytes used on the node's own volume; null when it has none (measure the directory then). */
   async usedBytes(id: string): Promise<number | null> {
-    const target = this.nodeDir(id);
-    if (!(await exists(imagePathOf(target)))) return null;
-    return (await volumeUsage(target)).usedBytes;
+    const storage = await this.storageOf(id);
+    if (storage.kind === "directory") return null;
+    return (await volumeUsage(storage.volume)).usedBytes;
   }
 
   /**
@@ -238,11 +317,14 @@ export class NodeIsolation {
    * the image (agent shutdown); otherwise it is deleted with the data (instance removal).
    */
   async release(id: string, stopNode: () => Promise<void>, opts: { keepData: boolean }): Promise<void> {
-    const target = this.nodeDir(id);
-    const hasVolume = await exists(imagePathOf(target));
+    const storage = await this.storageOf(id);
+    const hasVolume = storage.kind !== "directory";
     const hasNetwork = await netnsExists(nodeNetNames(id).ns);
     const vpc = (await this.readRecord(id))?.vpc;
-    if (hasVolume || hasNetwork) await stopNode();
+    const encrypted = storage.kind === "old-volume" ? null : storage.encrypted;
+    // Its key goes below: a node whose files become unreadable is stopped first.
+    const hasData = storage.kind === "directory" && (await exists(storage.encrypted));
+    if (hasVolume || hasNetwork || hasData) await stopNode();
     const leftovers = await endNetnsProcesses(nodeNetNames(id).ns, 10_000);
     if (leftovers.length > 0)
       this.opts.log?.warn("ended processes left in the node's namespace", { id, pids: leftovers.join(",") });
@@ -250,7 +332,9 @@ export class NodeIsolation {
     // Gone with the node's namespace, its port on the database's bridge may have been the last.
     if (vpc) await removeVpcIfUnused(vpc.databaseId, vpc.publicNetwork);
     await releaseGatewayNetwork(this.opts.dirOf(id), { hostStops: opts.keepData });
-    if (hasVolume) await (opts.keepData ? detachVolume(target) : removeVolume(target));
+    // Its key out of the keyring: the files stay unreadable until the node is prepared again.
+    await this.encryption.release(id, encrypted, { onHostFs: storage.kind === "directory" });
+    if (hasVolume) await (opts.keepData ? detachVolume(storage.volume) : removeVolume(storage.volume));
     if (!opts.keepData) {
       this.networks.delete(id);
       this.notes.delete(id);
@@ -261,6 +345,25 @@ export class NodeIsolation {
 /** Both addresses: the host's processes use the first, the database's gateways the second. */
 function listenAddressOf(net: NetworkRecord | null, spec: NodeSpec): string {
   return net ? [net.innerAddress, ...(net.vpc ? [net.vpc.address] : [])].join(",") : spec.listen.address;
+}
+
+const ownerOpt = () => {
+  const owner = postgresUser();
+  return owner ? { owner } : {};
+};
+
+function volumeNotes(vol: { quotaEnforced: boolean; note: string }, facts: NodeIsolationFacts): string[] {
+  return vol.quotaEnforced ? [] : [`${vol.note} (${facts.loopVolumes.detail})`];
+}
+
+/** <instance dir>/node as a symlink to the volume's encrypted directory (relative, so it moves with it). */
+async function linkBaseDir(link: string, target: string): Promise<void> {
+  const found = await fs.lstat(link).catch(() => null);
+  if (found?.isSymbolicLink() && (await fs.readlink(link)) === target) return;
+  // An empty directory left by an earlier step (nothing was written there): replaced.
+  if (found?.isDirectory()) await fs.rmdir(link);
+  else if (found) throw new IsolationError(`${link} is in the way of the node's base dir`, link);
+  await fs.symlink(target, link);
 }
 
 /** A non-empty directory with no volume image beside it and nothing mounted on it. */

@@ -228,7 +228,12 @@ export class PostgresDriver implements InstanceDriver {
     const spare = withSpareCpu(limits);
     const burst = meta.applied === 0 && spare !== limits;
     const info = await this.opts.runtime.ensureSandbox(sandbox, burst ? spare : limits);
-    const placement = await this.isolation.prepare(inst.id, spec, () => this.nodeForCleanup(inst.id).stop());
+    const placement = await this.isolation.prepare(
+      inst.id,
+      spec,
+      () => this.nodeForCleanup(inst.id).stop(),
+      inst.encryptionKey,
+    );
     const pg = this.node(inst, spec, placement);
     // Business -> Starter: Patroni hands the running server over before it is configured here.
     await this.ha.release(inst.id, pg);
@@ -277,10 +282,15 @@ export class PostgresDriver implements InstanceDriver {
     const info = await this.opts.runtime.ensureSandbox(sandbox, burst ? spare : limits);
     // A bigger plan's volume grows offline here (no online resize2fs): Patroni first, or it
     // restarts its PostgreSQL and keeps its log open on the volume.
-    const placement = await this.isolation.prepare(inst.id, spec, async () => {
-      await this.stopPatroni(inst.id);
-      await this.nodeForCleanup(inst.id).stop();
-    });
+    const placement = await this.isolation.prepare(
+      inst.id,
+      spec,
+      async () => {
+        await this.stopPatroni(inst.id);
+        await this.nodeForCleanup(inst.id).stop();
+      },
+      inst.encryptionKey,
+    );
     const pg = this.node(inst, spec, placement);
     const patroni = this.ha.node(pg, spec, (argv) => {
       const [cmd, ...args] = placement.wrap(argv);
@@ -422,7 +432,7 @@ export class PostgresDriver implements InstanceDriver {
     );
     const obs = await this.ha.observe(inst.id, spec, patroni, meta?.applied ?? 0, inst.switchover);
     const base = await this.observeNode(inst, spec);
-    return { ...obs, usage: base.usage };
+    return { ...obs, usage: base.usage, atRest: base.atRest };
   }
 
   private async observeNode(inst: DesiredInstance, spec: NodeSpec): Promise<Observation> {
@@ -445,6 +455,7 @@ export class PostgresDriver implements InstanceDriver {
       observedGeneration: ready ? (meta?.applied ?? 0) : 0,
       usage: numbers,
       backup: this.backups.observe(inst.id, pg, spec.backup, ready),
+      atRest: await this.isolation.atRest(inst.id),
     };
   }
 

@@ -21,6 +21,8 @@ export interface Deps {
   hostSignals: HostSignals;
   /** Region CAs (database server certificates) and the internal CA (agent listener). */
   pki: Pki;
+  /** Seals the nodes' encryption-at-rest keys in the store (store/instance-keys.store.ts). */
+  masterKey: Buffer;
 }
 
 export interface Env {

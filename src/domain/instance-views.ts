@@ -13,6 +13,10 @@ export interface InstanceFacts {
   port: number;
   /** Numbers read on the host by the agent (cpu_percent, memory_bytes, disk_bytes...). */
   usage: Record<string, number>;
+  /** A node's data dir as its agent last saw it: encrypted at rest (null: not reported). */
+  encryptedAtRest?: boolean | null;
+  /** With what it is encrypted, or why it is not. */
+  atRestNote?: string;
 }
 
 export type ReferenceInstanceStatus = "booting" | "running" | "restarting" | "stopped" | "removing";
@@ -43,7 +47,25 @@ export function instanceStatusJson(i: InstanceFacts) {
     type: i.kind === "node" ? "db-node" : "haproxy",
     status: referenceInstanceStatus(i),
     role: i.kind === "node" ? i.role : "",
+    // Cellar's own: whether the node's data is encrypted at rest, and with what or why not.
+    ...(i.kind === "node"
+      ? { encryption_at_rest: i.encryptedAtRest === true, encryption_at_rest_detail: atRestDetail(i) }
+      : {}),
   };
+}
+
+function atRestDetail(i: InstanceFacts): string {
+  if (i.encryptedAtRest === null || i.encryptedAtRest === undefined) return "not reported yet";
+  return i.atRestNote ?? "";
+}
+
+/**
+ * The database's `encryption_at_rest`: true only when every node it keeps reports its data
+ * dir encrypted (policy read back, key present); unknown counts as not encrypted.
+ */
+export function databaseEncryptedAtRest(instances: InstanceFacts[]): boolean {
+  const nodes = instances.filter((i) => i.kind === "node" && i.desiredState !== "deleted");
+  return nodes.length > 0 && nodes.every((n) => n.encryptedAtRest === true);
 }
 
 /** The `instances` of the database object. */

@@ -6,6 +6,7 @@ import path from "node:path";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { Db, Queryable } from "../store/db.ts";
+import { checkMasterKey, MASTER_KEY_BYTES } from "../store/instance-keys.store.ts";
 import { hashToken } from "../store/users.store.ts";
 
 /** The JWT signing secret: from the config, else generated once and kept in the store. */
@@ -71,4 +72,28 @@ export async function ensureAgentJoinToken(q: Queryable, dataDir: string): Promi
   await fs.mkdir(dataDir, { recursive: true });
   await fs.writeFile(path.join(dataDir, "agent-join-token"), token + "\n", { mode: 0o600 });
   return token;
+}
+
+/**
+ * The controller's master key, which seals the nodes' encryption keys in the store: read from
+ * its file (hex, mode 0600), made there at first start. The file is created whole or not at
+ * all (written aside, then linked), so two controllers sharing it race safely.
+ */
+export async function ensureMasterKey(q: Queryable, file: string): Promise<Buffer> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, randomBytes(MASTER_KEY_BYTES).toString("hex") + "\n", { mode: 0o600 });
+  await fs.link(tmp, file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "EEXIST") throw err;
+  });
+  await fs.rm(tmp, { force: true });
+  await fs.chmod(file, 0o600);
+  const key = Buffer.from((await fs.readFile(file, "utf8")).trim(), "hex");
+  if (key.length !== MASTER_KEY_BYTES) {
+    throw new Error(
+      `${file} must hold a ${MASTER_KEY_BYTES}-byte master key in hex (${2 * MASTER_KEY_BYTES} digits)`,
+    );
+  }
+  await checkMasterKey(q, key, file);
+  return key;
 }

@@ -14,7 +14,7 @@ import { startLogicalBackupScheduler } from "../reconciler/logical-backup.schedu
 import { openStore, type Store } from "../store/open.ts";
 import { loadPki } from "../engines/tls/pki.ts";
 import { agentUrlOf, listenForAgents, startHostSweep } from "./agent-listener.ts";
-import { bootstrapStore, ensureAgentJoinToken } from "./bootstrap.ts";
+import { bootstrapStore, ensureAgentJoinToken, ensureMasterKey } from "./bootstrap.ts";
 
 export interface Controller {
   url: string;
@@ -99,6 +99,7 @@ export async function startController(
       config.regions.map((r) => r.name),
     );
     const joinToken = await ensureAgentJoinToken(db, config.dataDir);
+    const masterKey = await ensureMasterKey(db, config.masterKeyFile);
     const deps: Deps = {
       db,
       config,
@@ -109,6 +110,7 @@ export async function startController(
       kickReconciler: () => loop.kick(),
       hostSignals: new HostSignals(),
       pki,
+      masterKey,
     };
     const loop = startReconcileLoop({
       db,

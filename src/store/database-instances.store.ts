@@ -13,8 +13,11 @@ export async function instanceFactsOfDatabase(q: Queryable, databaseId: string):
     address: string;
     port: number;
     usage: Record<string, number>;
+    encrypted_at_rest: boolean | null;
+    at_rest_note: string;
   }>(
-    `SELECT i.id, i.kind, i.status, i.desired_state, i.role, host(h.address) AS address, i.port, i.usage
+    `SELECT i.id, i.kind, i.status, i.desired_state, i.role, host(h.address) AS address, i.port, i.usage,
+            i.encrypted_at_rest, i.at_rest_note
      FROM instances i JOIN hosts h ON h.id = i.host_id
      WHERE i.database_id = $1
      ORDER BY i.kind DESC, i.ordinal`,
@@ -29,5 +32,7 @@ export async function instanceFactsOfDatabase(q: Queryable, databaseId: string):
     address: r.address,
     port: r.port,
     usage: r.usage,
+    encryptedAtRest: r.encrypted_at_rest,
+    atRestNote: r.at_rest_note,
   }));
 }

@@ -186,6 +186,8 @@ export interface InstanceReport {
   statusMessage: string;
   role: string;
   usage: Record<string, number>;
+  /** A node's data dir: encrypted at rest (policy read back, key present) or why not. */
+  atRest?: { encrypted: boolean; detail: string } | null;
 }
 
 /**
@@ -206,12 +208,15 @@ export async function applyReport(
   if (list.length > 0) {
     const { rows } = await q.query<{ id: string; database_id: string; changed: boolean; prev_role: string }>(
       `UPDATE instances i SET observed_generation = r.gen, status = r.status, status_message = r.msg,
-              role = r.role, usage = r.usage, observed_at = now()
-       FROM (SELECT p.id, p.role AS prev_role, n.gen, n.status, n.msg, n.role, n.usage,
+              role = r.role, usage = r.usage, observed_at = now(),
+              encrypted_at_rest = COALESCE(r.enc, i.encrypted_at_rest),
+              at_rest_note = CASE WHEN r.enc IS NULL THEN i.at_rest_note ELSE r.enc_note END
+       FROM (SELECT p.id, p.role AS prev_role, n.gen, n.status, n.msg, n.role, n.usage, n.enc, n.enc_note,
                     (p.observed_generation, p.status, p.status_message, p.role)
                       IS DISTINCT FROM (n.gen, n.status, n.msg, n.role) AS changed
-             FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-                    AS n(id, gen, status, msg, role, usage)
+             FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
+                         $8::boolean[], $9::text[])
+                    AS n(id, gen, status, msg, role, usage, enc, enc_note)
              JOIN instances p ON p.id = n.id AND p.host_id = $1
              ORDER BY p.id
              FOR UPDATE OF p) r
@@ -225,6 +230,8 @@ export async function applyReport(
         list.map((r) => r.statusMessage.slice(0, 2000)),
         list.map((r) => r.role),
         list.map((r) => JSON.stringify(r.usage)),
+        list.map((r) => r.atRest?.encrypted ?? null),
+        list.map((r) => r.atRest?.detail ?? ""),
       ],
     );
     for (const row of rows) {

@@ -1,7 +1,9 @@
 // NodeIsolation: what a Dedicated node gets, what a Shared one does not, what is said when the
 // host cannot, how a gateway finds its node's inner address (even while it is being made), and
-// a volume that can only grow offline. Real namespaces and loop volumes where this host allows.
+// a volume that can only grow offline, and each node's base dir encrypted at rest under its own
+// key where the filesystem allows. Real namespaces and loop volumes where this host allows.
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import fs, { type FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -11,13 +13,15 @@ import { newId } from "../../src/domain/ids.ts";
 import type { NodeSpec } from "../../src/reconciler/instance-spec.ts";
 import { netnsExists, nodeNetNames, removeNodeNet } from "../../src/runtime/netns.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
-import { removeVolume } from "../../src/runtime/volume.ts";
+import { detachVolume, ensureVolume, removeVolume } from "../../src/runtime/volume.ts";
 
 const probe = await probeIsolation();
 const NONE: NodeIsolationFacts = {
   netns: { ok: false, detail: "not root: cannot create network namespaces" },
   loopVolumes: { ok: false, detail: "not root: cannot attach loop devices or mount" },
 };
+
+const KEY = randomBytes(64).toString("base64");
 
 const spec = (model: "shared" | "dedicated", diskGb = 0.05) =>
   ({
@@ -35,6 +39,7 @@ const gateway = (backends: string[]) => ({
 describe("NodeIsolation", () => {
   let base: string;
   const ids: string[] = [];
+  const hostVolumes: string[] = [];
   const dirOf = (id: string) => path.join(base, id);
   const fresh = () => {
     const id = newId("inst");
@@ -49,19 +54,27 @@ describe("NodeIsolation", () => {
     for (const id of ids) {
       await removeNodeNet(id).catch(() => undefined);
       await removeVolume(path.join(dirOf(id), "node")).catch(() => undefined);
+      await removeVolume(path.join(dirOf(id), "volume")).catch(() => undefined);
     }
+    for (const v of hostVolumes) await removeVolume(v).catch(() => undefined);
     await fs.rm(base, { recursive: true, force: true });
   });
 
-  it("leaves a Shared node as it is", async () => {
+  it("leaves a Shared node as it is, its base dir plain where the filesystem cannot encrypt", async () => {
     const iso = new NodeIsolation({ dirOf, facts: () => Promise.resolve(NONE) });
     const id = fresh();
     assert.equal(iso.begin(id, spec("shared")), null);
-    const placement = await iso.prepare(id, spec("shared"), () => Promise.resolve());
+    await fs.mkdir(dirOf(id));
+    const placement = await iso.prepare(id, spec("shared"), () => Promise.resolve(), KEY);
     assert.equal(placement.listenAddress, "127.44.0.1");
     assert.deepEqual(placement.wrap(["pg_ctl", "start"]), ["pg_ctl", "start"]);
     assert.deepEqual(placement.notes, []);
-    assert.equal(await fs.stat(dirOf(id)).catch(() => null), null, "nothing made on disk");
+    // This machine's root filesystem has no ext4 encryption feature: said, not pretended.
+    const why = new RegExp(`the filesystem of ${dirOf(id)} has no ext4 encryption feature`);
+    assert.equal(placement.atRest?.encrypted, false);
+    assert.match(placement.atRest?.detail ?? "", why);
+    assert.match((await iso.atRest(id)).detail, why);
+    assert.deepEqual(await fs.readdir(dirOf(id)), ["node"], "only its base dir made");
   });
 
   it("says what a Dedicated node lacks when the host cannot isolate it", async () => {
@@ -121,7 +134,8 @@ describe("NodeIsolation", () => {
       const iso = new NodeIsolation({ dirOf, facts });
       const id = fresh();
       const nodeDir = path.join(dirOf(id), "node");
-      await iso.prepare(id, spec("dedicated", 0.05), () => Promise.resolve());
+      const first = await iso.prepare(id, spec("dedicated", 0.05), () => Promise.resolve(), KEY);
+      assert.deepEqual(first.atRest, { encrypted: true, detail: "AES-256-XTS/AES-256-CTS, key present" });
       assert.ok((await iso.usedBytes(id))! < 8 * 1024 * 1024);
       // An open file keeps the filesystem busy, as a running postmaster does.
       let busy: FileHandle | null = await fs.open(path.join(nodeDir, "held"), "w");
@@ -131,8 +145,9 @@ describe("NodeIsolation", () => {
         await busy?.close();
         busy = null;
       };
+      await fs.writeFile(path.join(nodeDir, "kept"), "data");
       try {
-        await iso.prepare(id, spec("dedicated", 0.1), stopNode);
+        await iso.prepare(id, spec("dedicated", 0.1), stopNode, KEY);
       } finally {
         await busy?.close();
       }
@@ -140,8 +155,60 @@ describe("NodeIsolation", () => {
       assert.ok(s.blocks * s.bsize > 80 * 1024 * 1024, "grown to the new size");
       // Online growth needs CAP_SYS_RESOURCE; without it (this machine) the node had to be stopped.
       t.diagnostic(`node stopped ${stops} time(s) to grow its volume`);
+      // Remounted to grow: the key was added again.
+      assert.equal(await fs.readFile(path.join(nodeDir, "kept"), "utf8"), "data");
+      assert.equal((await iso.atRest(id)).encrypted, true);
+
+      // An agent's stop: the key goes out with the mount; its next start adds it again.
+      await iso.release(id, () => Promise.resolve(), { keepData: true });
+      assert.equal(await fs.stat(nodeDir).catch(() => null), null, "unmounted");
+      await iso.prepare(id, spec("dedicated", 0.1), () => Promise.resolve(), KEY);
+      assert.equal(await fs.readFile(path.join(nodeDir, "kept"), "utf8"), "data");
+
       await iso.release(id, () => Promise.resolve(), { keepData: false });
       assert.equal(await fs.stat(nodeDir).catch(() => null), null);
+      assert.equal(
+        await fs.stat(path.join(dirOf(id), "volume.img")).catch(() => null),
+        null,
+        "image deleted",
+      );
+    });
+
+    it("keeps a volume made before encryption at rest working, reported not encrypted", async () => {
+      const facts = () => Promise.resolve({ netns: NONE.netns, loopVolumes: probe.loopVolumes });
+      const iso = new NodeIsolation({ dirOf, facts });
+      const id = fresh();
+      const nodeDir = path.join(dirOf(id), "node");
+      // As the agent made them before: an image beside node/, mounted at node/ itself.
+      await ensureVolume(nodeDir, 0.05, { loop: true });
+      await fs.writeFile(path.join(nodeDir, "old"), "data");
+      await detachVolume(nodeDir);
+      const placement = await iso.prepare(id, spec("dedicated", 0.05), () => Promise.resolve(), KEY);
+      assert.equal(await fs.readFile(path.join(nodeDir, "old"), "utf8"), "data");
+      assert.deepEqual(placement.atRest, {
+        encrypted: false,
+        detail: "its volume was made before encryption at rest (no policy on it)",
+      });
+      await iso.release(id, () => Promise.resolve(), { keepData: false });
+    });
+
+    it("encrypts a Shared node's base dir when the host's filesystem can", async () => {
+      // A host whose instances live on an ext4 made with -O encrypt (a loop volume here).
+      const hostFs = await ensureVolume(path.join(base, "host-fs"), 0.05, { loop: true, encrypt: true });
+      hostVolumes.push(hostFs.path);
+      const onHost = (id: string) => path.join(hostFs.path, id);
+      const iso = new NodeIsolation({ dirOf: onHost, facts: () => Promise.resolve(NONE) });
+      const id = fresh();
+      await fs.mkdir(onHost(id));
+      const placement = await iso.prepare(id, spec("shared"), () => Promise.resolve(), KEY);
+      assert.equal(placement.atRest?.encrypted, true, placement.atRest?.detail);
+      await fs.writeFile(path.join(onHost(id), "node", "marker"), "secret");
+      // Released (the agent stops, or the node goes): its key leaves the filesystem's keyring.
+      await iso.release(id, () => Promise.resolve(), { keepData: true });
+      await assert.rejects(fs.readFile(path.join(onHost(id), "node", "marker")), /ENOENT|ENOKEY/);
+      const again = await iso.prepare(id, spec("shared"), () => Promise.resolve(), KEY);
+      assert.equal(again.atRest?.encrypted, true);
+      assert.equal(await fs.readFile(path.join(onHost(id), "node", "marker"), "utf8"), "secret");
     });
   });
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
   cpuPercentBetween,
+  databaseEncryptedAtRest,
   databaseInstanceJson,
   databaseMetricsJson,
   instanceStatusJson,
@@ -44,6 +45,8 @@ describe("instance status in the reference's words", () => {
       type: "db-node",
       status: "running",
       role: "leader",
+      encryption_at_rest: false,
+      encryption_at_rest_detail: "not reported yet",
     });
     assert.deepEqual(instanceStatusJson(node({ id: "inst-gw", kind: "gateway", role: "leader" })), {
       id: "inst-gw",
@@ -117,5 +120,45 @@ describe("database metrics (reference shape)", () => {
     assert.equal(m.memory.memory_usage, null);
     assert.equal(m.real_disk_size, null);
     assert.deepEqual(databaseMetricsJson([]).instances_metrics, {});
+  });
+});
+
+describe("encryption at rest of a database", () => {
+  const enc = (over: Partial<InstanceFacts> = {}) =>
+    node({ encryptedAtRest: true, atRestNote: "AES-256-XTS/AES-256-CTS, key present", ...over });
+  const gateway = node({ id: "inst-gw", kind: "gateway" });
+
+  it("is true only when every node it keeps reports encrypted", () => {
+    assert.equal(databaseEncryptedAtRest([enc(), gateway]), true);
+    assert.equal(
+      databaseEncryptedAtRest([enc(), enc({ id: "inst-2", encryptedAtRest: false }), gateway]),
+      false,
+    );
+    assert.equal(
+      databaseEncryptedAtRest([enc(), enc({ id: "inst-2", encryptedAtRest: null })]),
+      false,
+      "unknown",
+    );
+    assert.equal(databaseEncryptedAtRest([gateway]), false, "no node yet");
+    // A node on its way out does not count.
+    assert.equal(databaseEncryptedAtRest([enc(), node({ id: "inst-old", desiredState: "deleted" })]), true);
+  });
+
+  it("says per node with what it is encrypted or why not", () => {
+    const plain = node({
+      encryptedAtRest: false,
+      atRestNote: "the filesystem of /x has no ext4 encryption feature",
+    });
+    assert.deepEqual(
+      [instanceStatusJson(enc()), instanceStatusJson(plain)].map((j) => [
+        j.encryption_at_rest,
+        j.encryption_at_rest_detail,
+      ]),
+      [
+        [true, "AES-256-XTS/AES-256-CTS, key present"],
+        [false, "the filesystem of /x has no ext4 encryption feature"],
+      ],
+    );
+    assert.equal("encryption_at_rest" in instanceStatusJson(gateway), false);
   });
 });

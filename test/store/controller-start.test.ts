@@ -79,11 +79,14 @@ describe("two controllers starting at once on one external store", () => {
       dbs.push(t);
       const host = String(t.config.host);
       const url = `postgresql://postgres@/${t.name}?host=${encodeURIComponent(host)}&port=${String(t.config.port)}`;
-      // Two controllers of one deployment: one store, each its own machine (data dir).
+      // Two controllers of one deployment: one store, each its own machine (data dir), one
+      // master key file between them (made by whichever starts first).
+      const masterKeyFile = path.join(await tempDir(), "master-key");
       const configOf = async () =>
         loadConfig({
           CELLAR_DATABASE_URL: url,
           CELLAR_DATA_DIR: await tempDir(),
+          CELLAR_MASTER_KEY_FILE: masterKeyFile,
           CELLAR_ADMIN_TOKEN: ADMIN_TOKEN,
           CELLAR_LOCAL_FLEET: "off",
         });
@@ -113,10 +116,18 @@ describe("two controllers starting at once on one external store", () => {
       const { rows: secrets } = await t.db.query("SELECT 1 FROM settings WHERE key = 'jwt_secret'");
       assert.equal(secrets.length, 1);
 
+      assert.ok(a.deps.masterKey.equals(b.deps.masterKey), "one master key");
+      assert.equal((await fs.stat(masterKeyFile)).mode & 0o777, 0o600);
+
       // A session opened on one controller is valid on the other.
       const bearer = await exchange(a, ADMIN_TOKEN);
       assert.equal(await whoAmI(b, bearer), "admin");
       await Promise.all([stop(a), stop(b)]);
+      if (round === 1) {
+        // A third controller with a master key of its own could not open the store's keys.
+        const own = { ...(await configOf()), masterKeyFile: path.join(await tempDir(), "master-key") };
+        await assert.rejects(start(own), /is not the one this store's encryption keys were sealed with/);
+      }
     });
   }
 });

@@ -7,7 +7,7 @@ import { createApp } from "../../src/api/app.ts";
 import { HostSignals } from "../../src/reconciler/host-signals.ts";
 import type { Deps } from "../../src/api/deps.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
-import { ensureJwtSecret } from "../../src/main/bootstrap.ts";
+import { ensureJwtSecret, ensureMasterKey } from "../../src/main/bootstrap.ts";
 import { loadCatalogFile } from "../../src/main/controller.ts";
 import { reconcileDatabase } from "../../src/reconciler/database.reconciler.ts";
 import { startReconcileLoop, type ReconcileLoop } from "../../src/reconciler/loop.ts";
@@ -56,6 +56,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       pkiDir,
       config.regions.map((r) => r.name),
     ),
+    masterKey: await ensureMasterKey(tdb.db, path.join(pkiDir, "master-key")),
   };
   const loop = startReconcileLoop({
     db: tdb.db,

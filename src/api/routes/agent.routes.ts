@@ -30,6 +30,7 @@ import {
   switchoverOrders,
   versionWithSwitchovers,
 } from "../../store/switchovers.store.ts";
+import { instanceKeys } from "../../store/instance-keys.store.ts";
 import { applyBackupReports } from "../../reconciler/backup-reports.ts";
 import { applyDcsReport, databasesWaitingInRegion, dcsMembersOfHost } from "../../store/dcs.store.ts";
 import type { Deps } from "../deps.ts";
@@ -142,6 +143,12 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
       );
       const version = versionWithSwitchovers(desiredVersion(instances), switchovers.values());
       if (version !== known || Date.now() >= deadline) {
+        // Each node's encryption-at-rest key, only ever in this answer to its own host.
+        const keys = await instanceKeys(
+          deps.db,
+          deps.masterKey,
+          instances.filter((i) => i.kind === "node" && i.desiredState !== "deleted").map((i) => i.id),
+        );
         return c.json({
           version,
           instances: instances.map((i) => ({
@@ -155,6 +162,7 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
             ...(i.kind === "node" && switchovers.has(i.databaseId)
               ? { switchover: switchovers.get(i.databaseId) }
               : {}),
+            ...(keys.has(i.id) ? { encryption_key: keys.get(i.id)!.toString("base64") } : {}),
           })),
         });
       }
@@ -177,6 +185,7 @@ export function agentRoutes(deps: Deps, joinToken: string): Hono<AgentEnv> {
         statusMessage: typeof r.status_message === "string" ? r.status_message : "",
         role: typeof r.role === "string" ? r.role : "",
         usage: numbersOf(r.usage),
+        atRest: atRestOf(r.at_rest),
       };
     });
     const cameBack = await heartbeat(deps.db, host.id);
@@ -228,6 +237,14 @@ async function recordPromotion(deps: Deps, databaseId: string, instanceId: strin
     type: "database_leader_changed",
     typeData: { addon_id: db.id, resource_id: db.resourceId, new_leader: instanceId, host: hostName },
   });
+}
+
+/** A node's `{encrypted, detail}`; null when the agent did not say (a gateway, an older agent). */
+function atRestOf(v: unknown): { encrypted: boolean; detail: string } | null {
+  if (typeof v !== "object" || v === null) return null;
+  const o = v as Json;
+  if (typeof o.encrypted !== "boolean") return null;
+  return { encrypted: o.encrypted, detail: typeof o.detail === "string" ? o.detail.slice(0, 500) : "" };
 }
 
 function numbersOf(v: unknown): Record<string, number> {

@@ -6,6 +6,7 @@ import type { Catalog } from "../../domain/catalog.ts";
 import { findPlan } from "../../domain/catalog.ts";
 import { DEFAULT_MAINTENANCE_WINDOW, databaseApiStatusOf } from "../../domain/database-views.ts";
 import {
+  databaseEncryptedAtRest,
   databaseInstanceJson,
   databaseMetricsJson,
   instanceStatusJson,
@@ -102,7 +103,7 @@ export function databaseApiJson(
     resource_id: db.resourceId,
     app_name: appName,
     created_at: db.createdAt.toISOString(),
-    encryption_at_rest: false,
+    encryption_at_rest: databaseEncryptedAtRest(instances),
     features: [] as FeatureView[],
     plan: plan?.name ?? db.planId,
     status: databaseApiStatusOf(db.phase, db.generation, db.observedGeneration),
