@@ -16,6 +16,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { PatroniRest } from "../engines/postgresql/patroni-rest.ts";
 import { queryOnce } from "../engines/postgresql/superuser.ts";
+import { releaseOnCleanShutdown } from "./switchover-release.ts";
 import type { SwitchoverOrder } from "../store/switchovers.store.ts";
 import type { ArchiveSettings } from "../engines/postgresql/backup/pgbackrest-config.ts";
 import type { NodeBackupSpec } from "../engines/postgresql/backup/types.ts";
@@ -256,13 +257,17 @@ export class HaNodes {
     const started = performance.now();
     this.log?.info("switching over", { inst: id, to: order.candidate, switchover: order.id });
     const rest = restOf(patroni.pg, spec.ha, spec.tls.caPem);
+    let finished = false;
     // A checkpoint now leaves little for the demotion's own checkpoint and shutdown
     // checkpoint to write: those happen while no write is accepted.
     void queryOnce(patroni.pg.superuserConfig(), "CHECKPOINT", [], 30_000)
       .catch(() => undefined)
-      .then(async () =>
-        rest.switchover(order.leader, await switchoverCandidate(rest, order.candidate, this.log)),
-      )
+      .then(async () => {
+        const candidate = await switchoverCandidate(rest, order.candidate, this.log);
+        if (spec.ha.releaseLeaderOnLoss)
+          void this.releaseEarly(id, spec, patroni, rest, candidate, () => finished);
+        return rest.switchover(order.leader, candidate);
+      })
       .then(
         (res) => {
           const ms = Math.round(performance.now() - started);
@@ -276,8 +281,50 @@ export class HaNodes {
         },
         (err: Error) => this.log?.warn("switchover failed", { inst: id, err: err.message }),
       )
-      // The roles changed: converge and report now rather than at the next heartbeat.
-      .finally(() => this.onLost?.());
+      .finally(() => {
+        finished = true;
+        // The roles changed: converge and report now rather than at the next heartbeat.
+        this.onLost?.();
+      });
+  }
+
+  /**
+   * Hands the leader key to the candidate as soon as this node is cleanly shut down and the
+   * candidate has its shutdown checkpoint (switchover-release.ts), ahead of Patroni's own
+   * slower check. Anything unexpected leaves the release to Patroni, as before.
+   */
+  private async releaseEarly(
+    id: string,
+    spec: NodeSpec & { ha: HaSpec },
+    patroni: PatroniNode,
+    rest: PatroniRest,
+    candidate: string,
+    done: () => boolean,
+  ): Promise<void> {
+    const { ha } = spec;
+    const candidateRest = await rest.member(candidate, ha.restPassword).catch(() => null);
+    if (candidateRest === null) {
+      this.log?.info("switchover: the candidate's REST API is not known here; Patroni releases the key", {
+        inst: id,
+      });
+      return;
+    }
+    const outcome = await releaseOnCleanShutdown({
+      dataDir: patroni.pg.dataDir,
+      candidate: candidateRest,
+      etcd: this.etcdOf(ha, spec.tls.caPem),
+      leaderKey: leaderKeyOf(ha),
+      member: ha.member,
+      done,
+    }).catch((err: Error) => ({ released: false as const, why: err.message }));
+    if (outcome.released)
+      this.log?.info("switchover: leader key handed to the candidate at its shutdown checkpoint", {
+        inst: id,
+        to: candidate,
+        shutdownMs: outcome.shutdownMs,
+        candidateMs: outcome.candidateMs,
+      });
+    else this.log?.info("switchover: Patroni releases the leader key", { inst: id, why: outcome.why });
   }
 
   /**
@@ -367,13 +414,8 @@ export class HaNodes {
     for (const pid of await findProcessesUsing(entry.patroni.pg.dataDir)) signalProcess(pid, "SIGKILL");
     const { ha } = entry;
     if (!ha.releaseLeaderOnLoss) return this.onLost?.();
-    const client = new EtcdClient({
-      endpoints: ha.dcs.endpoints,
-      tls: { caPem: entry.caPem, certPem: ha.dcs.certPem, keyPem: ha.dcs.keyPem },
-      auth: { user: ha.dcs.user, password: ha.dcs.password },
-    });
     try {
-      const released = await client.deleteIfValue(`${ha.namespace}${ha.scope}/leader`, ha.member);
+      const released = await this.etcdOf(ha, entry.caPem).deleteIfValue(leaderKeyOf(ha), ha.member);
       if (released) this.log?.info("leader key released: a standby takes over", { inst: id });
     } catch (err) {
       this.log?.warn("could not release the leader key; the standbys wait for its TTL", {
@@ -383,4 +425,15 @@ export class HaNodes {
     }
     this.onLost?.();
   }
+
+  private etcdOf(ha: HaSpec, caPem: string): EtcdClient {
+    return new EtcdClient({
+      endpoints: ha.dcs.endpoints,
+      tls: { caPem, certPem: ha.dcs.certPem, keyPem: ha.dcs.keyPem },
+      auth: { user: ha.dcs.user, password: ha.dcs.password },
+    });
+  }
 }
+
+/** The cluster's leader key in the DCS (its value is the leading member's name). */
+const leaderKeyOf = (ha: HaSpec) => `${ha.namespace}${ha.scope}/leader`;

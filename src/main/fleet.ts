@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
+import readline from "node:readline";
 import { REPO_ROOT, type Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 
@@ -68,7 +69,14 @@ export interface Fleet {
 export function startLocalFleet(
   config: Config,
   log: Logger,
-  opts: { controllerUrl: string; caFile: string; joinTokenFile: string; hosts?: LocalHost[] },
+  opts: {
+    controllerUrl: string;
+    caFile: string;
+    joinTokenFile: string;
+    hosts?: LocalHost[];
+    /** Also hands each line an agent writes to this (tests read what the agents did). */
+    onAgentLine?: (host: string, line: string) => void;
+  },
 ): Fleet {
   const hosts = opts.hosts ?? defaultLocalFleet(config);
   const procs = new Map<string, ChildProcess>();
@@ -96,7 +104,9 @@ export function startLocalFleet(
       "--exit-with-parent",
     ];
     // The agent watches its stdin: if this process dies without stopping it, the pipe closes.
-    const child = spawn(process.execPath, args, { stdio: ["pipe", "inherit", "inherit"], cwd: REPO_ROOT });
+    const output = opts.onAgentLine ? "pipe" : "inherit";
+    const child = spawn(process.execPath, args, { stdio: ["pipe", output, output], cwd: REPO_ROOT });
+    if (opts.onAgentLine) tee(name, child, opts.onAgentLine);
     procs.set(name, child);
     child.on("exit", (code, signal) => {
       if (procs.get(name) === child) procs.delete(name);
@@ -124,4 +134,16 @@ export function startLocalFleet(
       );
     },
   };
+}
+
+/** Passes an agent's output on to this process's own, and each line to `onLine`. */
+function tee(host: string, child: ChildProcess, onLine: (host: string, line: string) => void): void {
+  for (const [stream, sink] of [
+    [child.stdout, process.stdout],
+    [child.stderr, process.stderr],
+  ] as const) {
+    if (!stream) continue;
+    stream.pipe(sink, { end: false });
+    readline.createInterface({ input: stream }).on("line", (line) => onLine(host, line));
+  }
 }

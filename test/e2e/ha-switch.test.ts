@@ -205,6 +205,11 @@ describe("Shared add-on: Starter -> Business -> resize -> Starter, URL and data 
     assert.equal(switchovers.length, 1);
     assert.equal(switchovers[0]!.type_data.old_leader, leaderBefore.id);
     console.log(`timing: switchover asked to observed done ${switchovers[0]!.type_data.duration_ms} ms`);
+    // The old leader's agent watched the shutdown and the candidate, and either handed the key
+    // over itself or found Patroni quicker; it never lost sight of either.
+    const handover = cl.agentLines.filter((l) => /switchover: (leader key handed|Patroni releases)/.test(l));
+    assert.equal(handover.length, 1, `one handover decision: ${handover.join(" | ")}`);
+    assert.match(handover[0]!, /leader key handed to the candidate|the leader key was already released/);
     // A planned switchover is not also told as a failover.
     const changed = await q(
       "SELECT 1 FROM events WHERE database_id = $1 AND type = 'database_leader_changed'",

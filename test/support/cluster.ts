@@ -36,8 +36,12 @@ export interface Cluster {
   /** Polls until `check` returns a value (not undefined), failing after `ms` with the last state. */
   waitFor<T>(what: string, check: () => Promise<T | undefined>, ms?: number): Promise<T>;
   regionCa(): Promise<string>;
+  /** The latest lines the agents wrote (their log, at the agents' level). */
+  agentLines: string[];
   close(): Promise<void>;
 }
+
+const KEPT_LOG_LINES = 5000;
 
 /**
  * `subnet` picks the loopback addresses (127.<subnet>.x.y) so parallel test files never
@@ -68,6 +72,12 @@ export async function startCluster(opts: {
     ...opts.env,
   });
   const log = createLogger(config.logLevel);
+  // Kept for tests that check what the agents did.
+  const agentLines: string[] = [];
+  const onAgentLine = (_host: string, line: string) => {
+    agentLines.push(line);
+    if (agentLines.length > KEPT_LOG_LINES) agentLines.splice(0, agentLines.length - KEPT_LOG_LINES);
+  };
   const controller = await startController(config, log);
   const region = config.regions[0]!;
   const hosts: LocalHost[] = opts.hosts.map((h, i) => ({
@@ -83,6 +93,7 @@ export async function startCluster(opts: {
     caFile: path.join(dataDir, "pki", INTERNAL_CA, "ca.crt"),
     joinTokenFile: path.join(dataDir, "agent-join-token"),
     hosts,
+    onAgentLine,
   });
   const user = await insertUser(controller.deps.db, { username: "owner", email: "owner@example.test" });
   const { secret } = await insertToken(controller.deps.db, user.id, "e2e");
@@ -139,6 +150,7 @@ export async function startCluster(opts: {
     api,
     waitFor,
     regionCa: () => fs.readFile(path.join(dataDir, "pki", region.name, "ca.crt"), "utf8"),
+    agentLines,
     async close() {
       // Agents stop their instances; then every instance directory is removed with the data dir.
       await fleet.stop();

@@ -18,6 +18,16 @@ export interface PatroniDetails {
   role: string;
   pendingRestart: boolean;
   timeline: number | null;
+  /** A standby's WAL position: the furthest of received and replayed (null on a leader). */
+  walPosition: bigint | null;
+}
+
+/** Patroni 3.0 reports a standby's WAL as xlog.received_location / replayed_location (bytes). */
+function standbyWalPosition(xlog: unknown): bigint | null {
+  if (typeof xlog !== "object" || xlog === null) return null;
+  const { received_location: received, replayed_location: replayed } = xlog as Record<string, unknown>;
+  const positions = [received, replayed].filter((v): v is number => typeof v === "number");
+  return positions.length === 0 ? null : BigInt(Math.max(...positions));
 }
 
 export class PatroniRest {
@@ -84,10 +94,26 @@ export class PatroniRest {
         role: typeof b.role === "string" ? b.role : "",
         pendingRestart: b.pending_restart === true,
         timeline: typeof b.timeline === "number" ? b.timeline : null,
+        walPosition: standbyWalPosition(b.xlog),
       };
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Another member's REST API, at the address the cluster lists for it (where its peers
+   * dial it); null when the cluster does not list it.
+   */
+  async member(name: string, restPassword: string): Promise<PatroniRest | null> {
+    const res = await this.call("GET", "/cluster", undefined, 2000);
+    if (res.status !== 200) throw new Error(`GET /cluster answered ${res.status}`);
+    const members = (JSON.parse(res.body) as { members?: Array<{ name?: string; api_url?: string }> })
+      .members;
+    const apiUrl = members?.find((m) => m.name === name)?.api_url;
+    if (!apiUrl) return null;
+    const url = new URL(apiUrl);
+    return new PatroniRest(url.hostname, { restPort: Number(url.port), restPassword }, this.caPem);
   }
 
   /** The cluster's dynamic configuration (kept in the DCS). */

@@ -4,7 +4,11 @@
 // pg_resetwal cannot set the identifier, so we rewrite it in global/pg_control, then let
 // pg_resetwal write fresh WAL stamped with it (WAL page headers carry the identifier too;
 // pg_upgrade runs pg_resetwal on fresh clusters the same way). data-dir.ts does both.
+// Also read here: the cluster state and latest checkpoint, as pg_controldata shows them
+// (a planned switchover watches the old leader's shutdown, switchover-release.ts).
 import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
 import { CommandFailedError } from "./errors.ts";
 
 const CRC32C_TABLE = (() => {
@@ -32,10 +36,17 @@ const NONCE_LENGTH = 32;
  * major versions fails loudly instead of corrupting the file.
  */
 function findCrcOffset(control: Buffer): number {
+  const offset = crcOffsetOf(control);
+  if (offset === null)
+    throw new CommandFailedError("pg_control rewrite", "no valid CRC found: unknown pg_control layout");
+  return offset;
+}
+
+function crcOffsetOf(control: Buffer): number | null {
   for (let offset = 64; offset + 4 <= Math.min(control.length, 1024); offset += 4) {
     if (crc32c(control.subarray(0, offset)) === control.readUInt32LE(offset)) return offset;
   }
-  throw new CommandFailedError("pg_control rewrite", "no valid CRC found: unknown pg_control layout");
+  return null;
 }
 
 /** A system identifier shaped like initdb's: creation time in the high 32 bits, random low bits. */
@@ -60,4 +71,42 @@ export function withNewIdentity(control: Buffer): { id: bigint; control: Buffer 
   randomBytes(NONCE_LENGTH).copy(copy, crcOffset - NONCE_LENGTH);
   copy.writeUInt32LE(crc32c(copy.subarray(0, crcOffset)), crcOffset);
   return { id, control: copy };
+}
+
+/** DBState, in the order of PostgreSQL's enum (pg_controldata's "Database cluster state"). */
+const DB_STATES = [
+  "starting up",
+  "shut down",
+  "shut down in recovery",
+  "shutting down",
+  "in crash recovery",
+  "in archive recovery",
+  "in production",
+] as const;
+
+export interface ControlState {
+  state: (typeof DB_STATES)[number] | "unknown";
+  /** Where the latest checkpoint record starts (pg_controldata's "Latest checkpoint location"). */
+  checkpointLsn: bigint;
+  /** The latest checkpoint's timeline. */
+  timeline: number;
+}
+
+/**
+ * The cluster state and latest checkpoint in pg_control (PostgreSQL 15's ControlFileData:
+ * state at byte 16, checkPoint at 32, checkPointCopy.ThisTimeLineID at 48). Null when the
+ * CRC does not match: a read that raced the server's rewrite of the file.
+ */
+export function parseControlState(control: Buffer): ControlState | null {
+  if (control.length < 64 || crcOffsetOf(control) === null) return null;
+  return {
+    state: DB_STATES[control.readInt32LE(16)] ?? "unknown",
+    checkpointLsn: control.readBigUInt64LE(32),
+    timeline: control.readUInt32LE(48),
+  };
+}
+
+export async function readControlState(dataDir: string): Promise<ControlState | null> {
+  const control = await fs.readFile(path.join(dataDir, "global", "pg_control")).catch(() => null);
+  return control === null ? null : parseControlState(control);
 }
