@@ -7,14 +7,18 @@
 // as soon as both hold. The condition is Patroni's own, so nothing is given up for it:
 // - a cleanly shut-down primary accepts no more commits, and everything it acknowledged
 //   precedes its shutdown checkpoint;
-// - a candidate on that timeline whose WAL reaches the checkpoint has all of it.
+// - a candidate on that timeline whose WAL reaches the checkpoint record has all of it (with
+//   archiving on, the record opens a new segment the stream never sends: the candidate's
+//   WAL then ends at the segment boundary just before it, which is enough, as for Patroni).
 // Patroni's own release still runs; it finds the key gone or no longer its own and leaves it.
 import type { EtcdClient } from "../engines/etcd/etcd-client.ts";
-import { readControlState, type ControlState } from "../engines/postgresql/pg-control.ts";
+import { readControlState, walEndBefore, type ControlState } from "../engines/postgresql/pg-control.ts";
 import type { PatroniRest } from "../engines/postgresql/patroni-rest.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 
+/** pg_control is a file read; the candidate is a TLS request to its Patroni, asked less often. */
 const POLL_MS = 20;
+const CANDIDATE_POLL_MS = 50;
 /** A demote's shutdown takes about a second; past this the fast path gives up to Patroni. */
 const SHUTDOWN_WAIT_MS = 30_000;
 /** The candidate receives the checkpoint record within moments of the shutdown, or not soon. */
@@ -64,25 +68,31 @@ export async function releaseOnCleanShutdown(r: SwitchoverRelease): Promise<Rele
   if (!settled || checkpoint === null) return { released: false, why: "no clean shutdown seen" };
   const shutdownMs = Math.round(performance.now() - started);
 
+  let last = "no answer";
   const reached = await waitFor(
     "the candidate to reach the shutdown checkpoint",
     async () => {
       if (r.done()) return true;
       const details = await r.candidate.details(1000);
+      if (details) last = `timeline ${details.timeline}, WAL at ${details.walPosition}`;
       return (
         details !== null &&
         details.timeline === checkpoint.timeline &&
         details.walPosition !== null &&
-        details.walPosition >= checkpoint.checkpointLsn
+        details.walPosition >= walEndBefore(checkpoint.checkpointLsn)
       );
     },
     CANDIDATE_WAIT_MS,
-    POLL_MS,
+    CANDIDATE_POLL_MS,
   ).then(
     () => !r.done(),
     () => false,
   );
-  if (!reached) return { released: false, why: "the candidate did not report the shutdown checkpoint" };
+  if (!reached)
+    return {
+      released: false,
+      why: `the candidate did not report the shutdown checkpoint ${checkpoint.checkpointLsn} (timeline ${checkpoint.timeline}): ${last}`,
+    };
   const candidateMs = Math.round(performance.now() - started) - shutdownMs;
   if (!(await r.etcd.deleteIfValue(r.leaderKey, r.member)))
     return { released: false, why: "the leader key was already released" };

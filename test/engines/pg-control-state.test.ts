@@ -6,7 +6,11 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { PostgresInstance } from "../../src/engines/postgresql/instance.ts";
-import { parseControlState, readControlState } from "../../src/engines/postgresql/pg-control.ts";
+import {
+  parseControlState,
+  readControlState,
+  walEndBefore,
+} from "../../src/engines/postgresql/pg-control.ts";
 import { planPostgresSettings } from "../../src/engines/postgresql/plan-settings.ts";
 import { queryOnce } from "../../src/engines/postgresql/superuser.ts";
 import { ensureCa } from "../../src/engines/tls/certificates.ts";
@@ -76,5 +80,14 @@ describe("pg_control state", () => {
     assert.notEqual(parseControlState(control), null);
     control.writeUInt32LE(control.readUInt32LE(16) ^ 0xff, 16);
     assert.equal(parseControlState(control), null);
+  });
+
+  it("finds where the WAL before a checkpoint record ends, past page headers", () => {
+    // A shutdown with archiving on: the checkpoint opens a segment, behind its long header.
+    assert.equal(walEndBefore(0x6000028n), 0x6000000n);
+    // A record at the top of any other page sits behind a short header.
+    assert.equal(walEndBefore(0x1528018n), 0x1528000n);
+    // Anywhere else, the record's own start.
+    assert.equal(walEndBefore(0x1527da8n), 0x1527da8n);
   });
 });

@@ -110,3 +110,22 @@ export async function readControlState(dataDir: string): Promise<ControlState | 
   const control = await fs.readFile(path.join(dataDir, "global", "pg_control")).catch(() => null);
   return control === null ? null : parseControlState(control);
 }
+
+/** initdb's defaults, which Cellar keeps: 16 MiB WAL segments of 8 KiB pages. */
+const WAL_SEGMENT_BYTES = 16n * 1024n * 1024n;
+const WAL_PAGE_BYTES = 8192n;
+/** A segment's first page starts with a long header, every other page with a short one. */
+const LONG_PAGE_HEADER = 40n;
+const SHORT_PAGE_HEADER = 24n;
+
+/**
+ * Where the WAL before a record starting at `lsn` ends: the record's start, or the start of
+ * its page when only a page header lies between. With archive_mode on, a shutdown switches
+ * segments first, so its checkpoint record opens a new segment and a standby's stream ends
+ * at the segment boundary, before it; this is still "every record before the checkpoint".
+ */
+export function walEndBefore(lsn: bigint): bigint {
+  if (lsn % WAL_SEGMENT_BYTES === LONG_PAGE_HEADER) return lsn - LONG_PAGE_HEADER;
+  if (lsn % WAL_PAGE_BYTES === SHORT_PAGE_HEADER) return lsn - SHORT_PAGE_HEADER;
+  return lsn;
+}
