@@ -1,5 +1,6 @@
 // The Cellar side of the backup benchmark: add-ons, restores, forks and backups driven through
 // the public API only (the agent's files are read for the bare side's config path).
+import fs from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { deleteAddons, provisionAddon, type BenchCellar } from "./cellar.ts";
@@ -136,7 +137,8 @@ export class CellarBackups {
   }
 
   /** A PITR restore in place: POST -> operation done. */
-  async restore(a: Addon, t: Date): Promise<{ ms: number; doneAt: number }> {
+  async restore(a: Addon, t: Date): Promise<{ ms: number; doneAt: number; opId: string; postedAt: Date }> {
+    const postedAt = new Date();
     const t0 = performance.now();
     const res = await this.dbApi(a, "POST", "/pitr/restore", { restore_time: t.toISOString() });
     if (res.status !== 201) throw new Error(`restore: ${res.status} ${JSON.stringify(res.json)}`);
@@ -154,7 +156,37 @@ export class CellarBackups {
       200,
     );
     const doneAt = performance.now();
-    return { ms: doneAt - t0, doneAt };
+    return { ms: doneAt - t0, doneAt, opId, postedAt };
+  }
+
+  /**
+   * Where a restore in place spent its time, from the POST to the operation seen done: the
+   * controller's timestamps (operation, restore row), the agent's steps (its state file
+   * beside the node, restore.ts) and the bench's own clock (same machine, same clock).
+   */
+  async restoreBreakdown(a: Addon, r: { opId: string; postedAt: Date; ms: number }): Promise<string[]> {
+    const { rows } = await this.c.controller.deps.db.query(
+      `SELECT o.created_at, o.finished_at, p.finished_at AS reported_at
+       FROM operations o JOIN pitr_restores p ON p.operation_id = o.id WHERE o.id = $1`,
+      [r.opId],
+    );
+    const row = rows[0] as { created_at: Date; finished_at: Date; reported_at: Date };
+    const state = JSON.parse(
+      await fs.readFile(path.join(await this.nodeDirOf(a), "backup-restore.json"), "utf8"),
+    ) as { lastSteps?: { steps: Array<{ step: string; at: string; ms: number }> } };
+    const steps = state.lastSteps?.steps ?? [];
+    const t0 = r.postedAt.getTime();
+    const at = (d: Date | string) => `+${((new Date(d).getTime() - t0) / 1000).toFixed(2)} s`;
+    const lines = [`  ${at(row.created_at)} operation created (API transaction)`];
+    for (const s of steps) lines.push(`  ${at(s.at)} ${s.step}: ${(s.ms / 1000).toFixed(2)} s`);
+    const last = steps.at(-1);
+    if (last) lines.push(`  ${at(new Date(Date.parse(last.at) + last.ms))} restore ended in the agent`);
+    lines.push(
+      `  ${at(row.reported_at)} outcome reported to the controller (node converged, report)`,
+      `  ${at(row.finished_at)} operation done (reconcile pass: TLS check, phase running)`,
+      `  +${(r.ms / 1000).toFixed(2)} s seen done by the bench (polls every 200 ms)`,
+    );
+    return lines;
   }
 
   async backups(a: Addon): Promise<Array<Record<string, any>>> {

@@ -26,6 +26,7 @@ import {
 import { InPlaceRestore } from "../engines/postgresql/backup/restore.ts";
 import { SeedFromBackup } from "../engines/postgresql/backup/seed.ts";
 import type { VerifyOutcome } from "../engines/postgresql/backup/verify.ts";
+import type { Logger } from "../log.ts";
 import { BackupVerifications, type VerificationScratch } from "./backup-verifications.ts";
 import type {
   BackupReport,
@@ -55,6 +56,8 @@ interface Tracked {
   job: { done: Promise<void>; abort: AbortController } | null;
   /** The timelines whose backups count, read for `timeline` (a history never changes). */
   lineage: { timeline: number; timelines: number[] } | null;
+  /** A finished restore's original data dir being removed, off the restore's path. */
+  cleanup: Promise<void> | null;
 }
 
 export interface NodeBackupsOptions {
@@ -65,6 +68,8 @@ export interface NodeBackupsOptions {
   maxConcurrentBackups?: number;
   /** Where backups are verified: a sandbox and socket root of the host (backup-verifications.ts). */
   scratch?: () => VerificationScratch;
+  /** Each step of a restore is logged with its duration. */
+  log?: Logger;
 }
 
 export class NodeBackups {
@@ -124,6 +129,7 @@ export class NodeBackups {
         restoring: false,
         job: null,
         lineage: null,
+        cleanup: null,
       };
       this.nodes.set(id, t);
     }
@@ -174,11 +180,24 @@ export class NodeBackups {
     await this.writeConfig(this.track(id, spec, node));
   }
 
+  /** Whether beforeStart has a restore in place to run or to finish for this spec. */
+  async restoreDue(id: string, spec: NodeBackupSpec | undefined): Promise<boolean> {
+    if (!spec) return false;
+    const state = await this.restoreState(id);
+    const asked = spec.restore?.id;
+    return state.current || (asked !== undefined && !state.outcomes.some((o) => o.id === asked));
+  }
+
   /** Whether this node already ran the restore `restoreId` (its outcome is in its state file). */
   async restoreOutcome(id: string, restoreId: string): Promise<RestoreOutcome | null> {
+    return (await this.restoreState(id)).outcomes.find((o) => o.id === restoreId) ?? null;
+  }
+
+  /** The node's restore state file, as far as the agent needs it (restore.ts owns it). */
+  private async restoreState(id: string): Promise<{ current: boolean; outcomes: RestoreOutcome[] }> {
     const text = await fs.readFile(this.stateFile(id), "utf8").catch(() => null);
-    const outcomes = text ? ((JSON.parse(text) as { outcomes?: RestoreOutcome[] }).outcomes ?? []) : [];
-    return outcomes.find((o) => o.id === restoreId) ?? null;
+    const state = text ? (JSON.parse(text) as { current?: unknown; outcomes?: RestoreOutcome[] }) : {};
+    return { current: Boolean(state.current), outcomes: state.outcomes ?? [] };
   }
 
   /**
@@ -213,6 +232,7 @@ export class NodeBackups {
       stateFile: this.stateFile(t.id),
       reconfigure,
       now: () => this.now(),
+      onStep: (s) => this.opts.log?.info("restore step", { inst: t.id, step: s.step, ms: s.ms }),
     });
   }
 
@@ -223,10 +243,12 @@ export class NodeBackups {
     const target = spec.restore
       ? { id: spec.restore.id, targetTime: new Date(spec.restore.targetTime) }
       : null;
+    await t.cleanup;
     const state = await restorer.read();
     const known = target && state.outcomes.some((o) => o.id === target.id);
     if (!state.current && (!target || known)) {
       t.restore = state.outcomes.at(-1) ?? null;
+      this.dropLeftovers(t, restorer);
       return;
     }
     // A backup running against the server that is about to be stopped would only fail.
@@ -240,7 +262,17 @@ export class NodeBackups {
       t.info = null;
       t.lineage = null;
       t.nextAt = 0;
+      this.dropLeftovers(t, restorer);
     }
+  }
+
+  /** In the background: the node serves and its outcome is reported meanwhile. */
+  private dropLeftovers(t: Tracked, restorer: InPlaceRestore): void {
+    t.cleanup = restorer
+      .dropLeftovers()
+      .catch((err: Error) =>
+        this.opts.log?.warn("cannot remove a restore's original data dir", { inst: t.id, err: err.message }),
+      );
   }
 
   /** A fork's node takes its data from the source's backups before it first starts. */
@@ -252,6 +284,7 @@ export class NodeBackups {
       reconfigure,
     });
     if (await seeder.isDone(seed.id)) return;
+    await t.cleanup;
     await this.cancel(t);
     const paths = this.paths(t.id);
     // The source's repository and key, for restore and archive-get only (never a backup,
@@ -371,7 +404,7 @@ export class NodeBackups {
       t.stanzaReady = true;
     }
     if (!t.info || Date.now() - t.infoAt > INFO_REFRESH_MS) await this.refreshInfo(t, br, signal);
-    if (!t.restore) t.restore = await lastRestoreOutcome(this.stateFile(t.id));
+    if (!t.restore) t.restore = (await this.restoreState(t.id)).outcomes.at(-1) ?? null;
     let status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
     if (t.lineage?.timeline !== status.timeline) {
       const timelines = await br.lineage(status.timeline, signal);
@@ -438,6 +471,7 @@ export class NodeBackups {
   }
 
   private async cancel(t: Tracked): Promise<void> {
+    await t.cleanup;
     if (!t.job) return;
     t.job.abort.abort();
     await t.job.done;
@@ -499,13 +533,6 @@ async function asSingleNode(dataDir: string): Promise<void> {
   for (const name of ["patroni.dynamic.json", "standby.signal"]) {
     await fs.rm(path.join(dataDir, name), { force: true });
   }
-}
-
-async function lastRestoreOutcome(stateFile: string): Promise<RestoreOutcome | null> {
-  const text = await fs.readFile(stateFile, "utf8").catch(() => null);
-  if (!text) return null;
-  const outcomes = (JSON.parse(text) as { outcomes?: RestoreOutcome[] }).outcomes ?? [];
-  return outcomes.at(-1) ?? null;
 }
 
 /** At most `size` tasks at once; the others wait their turn. */

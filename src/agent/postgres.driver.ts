@@ -69,11 +69,7 @@ export class PostgresDriver implements InstanceDriver {
   /** Dedicated nodes: own volume and network namespace (node-isolation.ts). */
   private readonly isolation: NodeIsolation;
   /** Continuous backups and restores of single-node databases (node-backups.ts). */
-  private readonly backups = new NodeBackups({
-    dirOf: (id) => this.dirOf(id),
-    // Verifications of backups run in a small sandbox of their own, sockets under the run dir.
-    scratch: () => ({ runtime: this.opts.runtime, runDir: this.opts.runDir }),
-  });
+  private readonly backups: NodeBackups;
   /** Nodes of HA clusters: Patroni started and watched (ha-nodes.ts). */
   private readonly ha: HaNodes;
   /** The spec each node last converged in full with, as received (its JSON). */
@@ -84,6 +80,12 @@ export class PostgresDriver implements InstanceDriver {
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
     this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
+    this.backups = new NodeBackups({
+      dirOf: (id) => this.dirOf(id),
+      // Verifications of backups run in a small sandbox of their own, sockets under the run dir.
+      scratch: () => ({ runtime: opts.runtime, runDir: opts.runDir }),
+      ...(opts.log ? { log: opts.log } : {}),
+    });
     this.ha = new HaNodes(opts.log ?? null, { nodes: this.backups, dirOf: (id) => this.dirOf(id) });
     this.isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id), log: opts.log });
   }
@@ -224,9 +226,12 @@ export class PostgresDriver implements InstanceDriver {
     const sandbox = sandboxNameFor(inst.id);
     const limits = this.limitsOf(spec);
     // A new node is set up with its host's spare CPU (start, role and database are CPU-bound
-    // and take 3-4x longer under a Starter's quarter vCPU); the plan's quota follows at once.
+    // and take 3-4x longer under a Starter's quarter vCPU), and a restore in place replays
+    // and promotes with it (its archive-get runs beside the replay, inside the sandbox too);
+    // the plan's quota follows at once.
     const spare = withSpareCpu(limits);
-    const burst = meta.applied === 0 && spare !== limits;
+    const setup = meta.applied === 0 || (await this.backups.restoreDue(inst.id, spec.backup));
+    const burst = setup && spare !== limits;
     const info = await this.opts.runtime.ensureSandbox(sandbox, burst ? spare : limits);
     const placement = await this.isolation.prepare(
       inst.id,

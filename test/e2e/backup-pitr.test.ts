@@ -29,6 +29,7 @@ describe("continuous backups and PITR, end to end", () => {
     });
     ca = await cl.regionCa();
     assert.equal((await cl.api("POST", "/v1/apps", { app: { name: "pitr-app" } })).status, 201);
+    await recordConvergeFailures();
   });
   after(async () => cl?.close());
 
@@ -62,6 +63,28 @@ describe("continuous backups and PITR, end to end", () => {
   const generation = async () =>
     (await cl.controller.deps.db.query("SELECT generation FROM databases WHERE id = $1", [addonId])).rows[0]
       .generation as number;
+  /**
+   * Every failed convergence an agent reports, kept by a trigger on the store's instances
+   * (a failure heals at the next attempt, a second later: a poll could miss it).
+   */
+  const recordConvergeFailures = async () => {
+    await cl.controller.deps.db.query(`
+      CREATE TABLE test_converge_failures (instance_id text, database_id text, message text);
+      CREATE FUNCTION test_converge_failed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO test_converge_failures VALUES (NEW.id, NEW.database_id, NEW.status_message);
+          RETURN NEW;
+        END $$;
+      CREATE TRIGGER test_converge_failed AFTER UPDATE OF status ON instances
+        FOR EACH ROW WHEN (NEW.status = 'failed') EXECUTE FUNCTION test_converge_failed();`);
+  };
+  const convergeFailures = async (databaseId: string) =>
+    (
+      await cl.controller.deps.db.query(
+        "SELECT instance_id, message FROM test_converge_failures WHERE database_id = $1",
+        [databaseId],
+      )
+    ).rows;
   const operationCount = async () =>
     (
       await cl.controller.deps.db.query("SELECT count(*)::int AS n FROM operations WHERE database_id = $1", [
@@ -170,6 +193,7 @@ describe("continuous backups and PITR, end to end", () => {
     assert.deepEqual(await notes(), ["kept-1", "kept-2", "kept-3"]);
     const addon = (await cl.api("GET", `/v1/apps/pitr-app/addons/${addonId}`)).json.addon;
     assert.equal(addon.status, "running");
+    assert.deepEqual(await convergeFailures(addonId), [], "the restored node converges at once");
   });
 
   it("starts a new timeline: a new full backup, and nothing before the restore is offered again", async () => {
@@ -228,6 +252,7 @@ describe("continuous backups and PITR, end to end", () => {
     } finally {
       await fork.end();
     }
+    assert.deepEqual(await convergeFailures(forkId), [], "the fork's node converges at once");
     assert.deepEqual(await notes(), ["kept-1", "kept-2", "kept-3", "in-fork", "not-in-fork"]);
     // Its own stanza: a first full backup of its own, then a window of its own.
     await cl.waitFor(

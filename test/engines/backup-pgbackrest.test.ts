@@ -156,6 +156,9 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
     assert.deepEqual(recoveryWindow(info.backups, 2, new Date()), { earliest: null, latest: null });
     const auto = (await fs.readFile(path.join(node.dataDir, "postgresql.auto.conf"), "utf8")).trim();
     assert.doesNotMatch(auto, /recovery_target_time|restore_command/);
+    // The recovery settings reset in its files wait for a restart without asking for one:
+    // the next convergence that reloads the node goes through.
+    assert.deepEqual(await node.reload(), { pendingRestart: [] });
   });
 
   it("refuses a target no backup of the current timeline reaches, and leaves the node as it was", async () => {
@@ -193,6 +196,9 @@ describe("pgBackRest module (real PostgreSQL 15 and pgBackRest 2.45)", () => {
     assert.deepEqual(await rows(), [0, 1, 2, 4, 5]);
     assert.equal((await readArchiveStatus(node.superuserConfig())).timeline, 3);
     assert.equal(await restorer.inProgress(), false);
+    // The original stays aside until the agent, having told the outcome, drops it.
+    await fs.access(`${node.dataDir}.pre-restore`);
+    await restorer.dropLeftovers();
     await assert.rejects(fs.access(`${node.dataDir}.pre-restore`));
   });
 

@@ -49,6 +49,20 @@ export interface ConfigureOptions {
 }
 
 const START_TIMEOUT_S = 60;
+/** pg_file_settings' word for a restart-only setting no longer in any file (its name column is null). */
+const REMOVED_NEEDS_RESTART = /^parameter "([^"]+)" cannot be changed without restarting the server$/;
+/**
+ * Settings that only act while a server recovers: a restore's (data-swap.ts), reset in the
+ * files of the promoted server. They stay in its memory, inert, until its next restart, and
+ * their removal is no reason for one.
+ */
+export const RECOVERY_ONLY_SETTINGS = [
+  "restore_command",
+  "recovery_target_time",
+  "recovery_target_action",
+  "recovery_target_timeline",
+  "hot_standby",
+];
 const CONF_INCLUDE = "include 'cellar.conf'";
 
 export class PostgresInstance {
@@ -322,16 +336,20 @@ export class PostgresInstance {
    */
   async reload(): Promise<{ pendingRestart: string[] }> {
     await runPgBinary("pg_ctl", ["reload", "-s", "-D", this.dataDir]);
-    const rows = await queryOnce<{ name: string; error: string }>(
+    const rows = await queryOnce<{ name: string | null; error: string }>(
       this.superuserConfig(),
       "SELECT name, error FROM pg_file_settings WHERE error IS NOT NULL",
     );
-    const invalid = rows.filter((r) => r.error !== "setting could not be applied");
-    if (invalid.length > 0) {
-      const detail = invalid.map((r) => `${r.name ?? "?"}: ${r.error}`).join("; ");
-      throw new CommandFailedError("postgresql.conf", detail);
+    const pending = new Set<string>();
+    const invalid: string[] = [];
+    for (const r of rows) {
+      const removed = REMOVED_NEEDS_RESTART.exec(r.error)?.[1];
+      if (r.name !== null && r.error === "setting could not be applied") pending.add(r.name);
+      else if (removed === undefined) invalid.push(`${r.name ?? "?"}: ${r.error}`);
+      else if (!RECOVERY_ONLY_SETTINGS.includes(removed)) pending.add(removed);
     }
-    return { pendingRestart: [...new Set(rows.map((r) => r.name))].sort() };
+    if (invalid.length > 0) throw new CommandFailedError("postgresql.conf", invalid.join("; "));
+    return { pendingRestart: [...pending].sort() };
   }
 
   /** The protected user and its database (password set on every call). */

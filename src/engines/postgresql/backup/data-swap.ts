@@ -6,8 +6,8 @@ import fs from "node:fs/promises";
 import { ensureDir, postgresUser } from "../command.ts";
 import { pathExists } from "../data-dir.ts";
 import { EngineError } from "../errors.ts";
-import type { PostgresInstance } from "../instance.ts";
-import { queryOnce } from "../superuser.ts";
+import { RECOVERY_ONLY_SETTINGS, type PostgresInstance } from "../instance.ts";
+import { queryEach, queryOnce } from "../superuser.ts";
 
 /** PostgreSQL ran out of archived WAL before it saw a commit past the recovery target. */
 export class TargetNotReachedError extends EngineError {
@@ -15,15 +15,8 @@ export class TargetNotReachedError extends EngineError {
 }
 
 const NOT_REACHED = "recovery ended before configured recovery target was reached";
-
-/** Settings pgBackRest writes into postgresql.auto.conf for a restore. */
-const RECOVERY_SETTINGS = [
-  "restore_command",
-  "recovery_target_time",
-  "recovery_target_action",
-  "recovery_target_timeline",
-  "hot_standby",
-];
+/** The promotion is watched in postmaster.pid (a file read, no connection) this often. */
+const PROMOTE_POLL_MS = 50;
 
 export interface DataDirSwapOptions {
   /** Writes the node's configuration files (the restored dir holds those of the backup). */
@@ -44,18 +37,18 @@ export class DataDirSwap {
     this.aside = `${node.dataDir}.pre-restore`;
   }
 
-  /** Stops the node and returns an empty side directory to restore into. */
+  /** An empty side directory to restore into (the node may run meanwhile). */
   async freshSide(): Promise<string> {
-    await this.node.stop("fast");
     await fs.rm(this.side, { recursive: true, force: true });
     await ensureDir(this.side, 0o700, postgresUser());
     return this.side;
   }
 
-  /** Idempotent: `aside` exists only once the original was moved there. */
+  /** Stops the node and swaps. Idempotent: `aside` exists only once the original was moved there. */
   async swap(): Promise<void> {
     const data = this.node.dataDir;
     if (!(await pathExists(this.side))) return;
+    await this.node.stop("fast");
     if (!(await pathExists(this.aside))) {
       await fs.rename(data, this.aside);
     } else {
@@ -67,10 +60,26 @@ export class DataDirSwap {
 
   /** Starts the restored server and waits until it replayed its WAL and promoted. */
   async promote(): Promise<void> {
+    await this.startRestored();
+    await this.waitPromoted();
+    await this.resetRecoverySettings();
+  }
+
+  /** The node's configuration into the restored dir, and its server started (it replays). */
+  async startRestored(): Promise<void> {
     const { node } = this;
     await this.opts.reconfigure();
     try {
       if (!(await node.seemsReady()) && !(await this.postmasterRuns())) await node.start();
+    } catch (err) {
+      throw await this.explained(err);
+    }
+  }
+
+  /** Waits until the restored server replayed its WAL and promoted. */
+  async waitPromoted(): Promise<void> {
+    const { node } = this;
+    try {
       const deadline = Date.now() + (this.opts.promoteTimeoutMs ?? 60 * 60_000);
       for (;;) {
         if (await node.seemsReady()) {
@@ -83,16 +92,24 @@ export class DataDirSwap {
           throw new EngineError(`the restored server stopped before it promoted: ${await this.logTail()}`);
         }
         if (Date.now() > deadline) throw new EngineError("the restored server did not promote in time");
-        await new Promise((r) => setTimeout(r, 250));
+        await new Promise((r) => setTimeout(r, PROMOTE_POLL_MS));
       }
     } catch (err) {
-      if ((await this.logTail()).includes(NOT_REACHED)) throw new TargetNotReachedError(NOT_REACHED);
-      throw err;
+      throw await this.explained(err);
     }
-    // pgBackRest's recovery settings are inert on a primary: removed all the same.
-    for (const name of RECOVERY_SETTINGS) {
-      await queryOnce(node.superuserConfig(), `ALTER SYSTEM RESET ${name}`);
-    }
+  }
+
+  /** A server that ran out of WAL before its target says so in its log. */
+  private async explained(err: unknown): Promise<unknown> {
+    if ((await this.logTail()).includes(NOT_REACHED)) return new TargetNotReachedError(NOT_REACHED);
+    return err;
+  }
+
+  /** pgBackRest's recovery settings are inert on a primary: removed all the same. */
+  async resetRecoverySettings(): Promise<void> {
+    // pgBackRest wrote them into postgresql.auto.conf.
+    const resets = RECOVERY_ONLY_SETTINGS.map((name) => `ALTER SYSTEM RESET ${name}`);
+    await queryEach(this.node.superuserConfig(), resets);
   }
 
   /** The restored server is a primary: the original is no longer needed. */

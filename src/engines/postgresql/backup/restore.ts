@@ -3,17 +3,19 @@
 // directory, swapped in with the original kept aside, and the original comes back if the
 // restored server does not become a primary (data-swap.ts).
 //
-//   prepared   a backup set is chosen, a commit past the target is archived (node runs)
-//   restoring  node stopped; pgBackRest restores into <pgdata>.restore
+//   prepared   a backup set is chosen, a commit past the target is made (node runs)
+//   restoring  pgBackRest restores into <pgdata>.restore while the node still serves; then the
+//              node stops and the WAL its archive may lack yet is copied beside the restore
 //   swapping   <pgdata> -> <pgdata>.pre-restore, <pgdata>.restore -> <pgdata>
 //   swapped    the restored server replays up to the target and promotes
 import fs from "node:fs/promises";
-import { writeFileAtomic } from "../command.ts";
+import path from "node:path";
+import { ensureDir, postgresUser, writeFileAtomic } from "../command.ts";
 import { EngineError } from "../errors.ts";
 import type { PostgresInstance } from "../instance.ts";
-import { queryOnce } from "../superuser.ts";
+import { queryEach } from "../superuser.ts";
 import { readArchiveStatus } from "./archive-status.ts";
-import { chooseBackupSet } from "./backup-info.ts";
+import { chooseBackupSet, parseSegment } from "./backup-info.ts";
 import { DataDirSwap } from "./data-swap.ts";
 import type { PgBackRest } from "./pgbackrest.ts";
 import type { RestoreOutcome } from "./types.ts";
@@ -32,11 +34,24 @@ interface Progress {
   phase: Phase;
   /** The timeline recovery follows: the node's, whose history may pass through the set's. */
   timeline?: number;
+  /** How long each step took so far (kept across an agent restart). */
+  steps?: RestoreStep[];
+  /** The WAL segment holding the commit past the target (absent: a restore of an older agent). */
+  walEnd?: string;
+}
+
+/** One step of a restore: when it started and how long it took. */
+export interface RestoreStep {
+  step: string;
+  at: string;
+  ms: number;
 }
 
 interface StateFile {
   current: Progress | null;
   outcomes: RestoreOutcome[];
+  /** The steps of the last restore that ended, for whoever wants to know where its time went. */
+  lastSteps?: { id: string; steps: RestoreStep[] };
 }
 
 export interface InPlaceRestoreOptions {
@@ -49,6 +64,8 @@ export interface InPlaceRestoreOptions {
   now?: () => Date;
   /** How long the restored server may replay WAL before the restore is given up. */
   promoteTimeoutMs?: number;
+  /** Told of each step as it ends (the agent logs it). */
+  onStep?: (step: RestoreStep) => void;
 }
 
 /** Outcomes remembered, so a request seen again is not run twice. */
@@ -100,6 +117,8 @@ export class InPlaceRestore {
     const known = state.outcomes.find((o) => o.id === target.id);
     if (known) return known;
     if (!state.current) {
+      // A previous restore's original must not pass for this one's (swap.ts keeps `aside`).
+      await this.swap.dropAside();
       try {
         state.current = await this.prepare(target);
       } catch (err) {
@@ -110,36 +129,78 @@ export class InPlaceRestore {
     return this.advance(state);
   }
 
+  /** Runs `fn` as the restore's step `step`: how long it took goes into `steps`. */
+  private async timed<T>(steps: RestoreStep[], step: string, fn: () => Promise<T>): Promise<T> {
+    const at = this.now().toISOString();
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      const done = { step, at, ms: Math.round(performance.now() - t0) };
+      steps.push(done);
+      this.opts.onStep?.(done);
+    }
+  }
+
+  /**
+   * The node's timeline (it is started if need be) and the timelines whose backups lead to
+   * it: an HA cluster's failovers continue the history, so backups of earlier ones count.
+   */
+  private async lineage(): Promise<{ timeline: number; lineage: number[] }> {
+    await this.opts.node.start();
+    const { timeline } = await readArchiveStatus(this.opts.node.superuserConfig());
+    return { timeline, lineage: (await this.opts.pgbackrest.lineage(timeline)) ?? [timeline] };
+  }
+
   /** Runs with the node up: nothing is touched if the target cannot be reached. */
   private async prepare(target: RestoreTarget): Promise<Progress> {
     const { node, pgbackrest } = this.opts;
     if (target.targetTime > this.now()) {
       throw new RestoreRefused(`the target ${target.targetTime.toISOString()} is in the future`);
     }
-    await node.start();
-    const { timeline } = await readArchiveStatus(node.superuserConfig());
-    // An HA cluster's failovers continue the history: backups of earlier timelines count.
-    const lineage = (await pgbackrest.lineage(timeline)) ?? [timeline];
-    const set = chooseBackupSet((await pgbackrest.info()).backups, lineage, target.targetTime);
+    const steps: RestoreStep[] = [];
+    const timed = <T>(step: string, fn: () => Promise<T>) => this.timed(steps, step, fn);
+    const [{ timeline, lineage }, info] = await timed(
+      "node's timeline and lineage; the stanza's backups",
+      () => Promise.all([this.lineage(), pgbackrest.info()]),
+    );
+    const set = chooseBackupSet(info.backups, lineage, target.targetTime);
     if (!set) {
       throw new RestoreRefused(
         `no backup of timeline ${lineage.join(", ")} ended by ${target.targetTime.toISOString()}: nothing to restore from`,
       );
     }
-    // Recovery stops at the first commit after the target; without one in the archive it
-    // would run out of WAL before the target and refuse to promote. This commit is that one,
-    // and check archives the segment holding it. It writes no WAL before its commit record,
-    // so it commits asynchronously: an Enterprise restorer, its standbys stopped and
+    // Recovery stops at the first commit after the target; without one it would run out of
+    // WAL before the target and refuse to promote. This commit is that one. It need not be
+    // archived: the segment holding it is copied into the restored dir once the node stopped
+    // (carryWal). It writes no WAL before its commit record, so it commits asynchronously
+    // (the stop flushes it): an Enterprise restorer, its standbys stopped and
     // synchronous_standby_names still in Patroni's config, does not wait for them.
-    await queryOnce(node.superuserConfig(), "SELECT txid_current()");
-    await pgbackrest.check();
+    const walEnd = await timed("commit past the target", async () => {
+      const results = await queryEach(node.superuserConfig(), [
+        "SELECT txid_current()",
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS wal",
+      ]);
+      return String(results[1]![0]!.wal);
+    });
     return {
       id: target.id,
       targetTime: target.targetTime.toISOString(),
       set: set.label,
       phase: "prepared",
       timeline,
+      steps,
+      walEnd,
     };
+  }
+
+  /**
+   * Removes the original data dir a finished restore kept aside (nothing while a restore is
+   * under way: it may still need it). The caller runs it once the outcome is told.
+   */
+  async dropLeftovers(): Promise<void> {
+    if ((await this.read()).current) return;
+    await this.swap.dropAside();
   }
 
   /** Records `target` as failed without touching anything (it could not be started). */
@@ -155,27 +216,34 @@ export class InPlaceRestore {
       cur.phase = phase;
       await this.save(state);
     };
+    cur.steps ??= [];
+    const timed = <T>(name: string, fn: () => Promise<T>) => this.timed(cur.steps!, name, fn);
     try {
-      if (cur.phase === "prepared") {
-        await this.opts.node.stop("fast");
-        await step("restoring");
-      }
+      if (cur.phase === "prepared") await step("restoring");
       if (cur.phase === "restoring") {
-        const into = await swap.freshSide();
-        await this.opts.pgbackrest.restore({
-          into,
-          set: cur.set,
-          targetTime: new Date(cur.targetTime),
-          ...(cur.timeline !== undefined ? { timeline: cur.timeline } : {}),
-        });
+        const into = await timed("side dir emptied", () => swap.freshSide());
+        await timed("pgbackrest restore (the node still serves)", () =>
+          this.opts.pgbackrest.restore({
+            into,
+            set: cur.set,
+            targetTime: new Date(cur.targetTime),
+            ...(cur.timeline !== undefined ? { timeline: cur.timeline } : {}),
+          }),
+        );
+        await timed("node stopped", () => this.opts.node.stop("fast"));
+        const walEnd = cur.walEnd;
+        if (walEnd)
+          await timed("unarchived WAL copied", () => carryWal(this.opts.node.dataDir, into, walEnd));
         await step("swapping");
       }
       if (cur.phase === "swapping") {
-        await swap.swap();
+        await timed("data dirs swapped", () => swap.swap());
         await step("swapped");
       }
-      await swap.promote();
-      await swap.dropAside();
+      await timed("restored server started", () => swap.startRestored());
+      await timed("replayed and promoted", () => swap.waitPromoted());
+      await timed("recovery settings reset", () => swap.resetRecoverySettings());
+      // The original stays aside until dropLeftovers: removing a big one takes seconds.
       return await this.finish(state, cur.id, null);
     } catch (err) {
       await swap.rollBack();
@@ -190,9 +258,45 @@ export class InPlaceRestore {
       error,
       at: this.now().toISOString(),
     };
+    if (state.current?.id === id) state.lastSteps = { id, steps: state.current.steps ?? [] };
     state.current = null;
     state.outcomes = [...state.outcomes.filter((o) => o.id !== id), outcome].slice(-KEPT_OUTCOMES);
     await this.save(state);
     return outcome;
   }
+}
+
+/**
+ * Copies from the stopped node's pg_wal into the restored dir's the segments of its timeline
+ * up to `walEnd` (the one holding the commit past the target) that are not archived yet:
+ * the last one, still incomplete, and any the archiver had not pushed. Recovery reads pg_wal
+ * when archive-get finds nothing, so the target is reached without waiting for the archive;
+ * the restored server archives what it did not get from there (the old timeline's last
+ * segment as `.partial` at its promotion, complete ones at its first checkpoint).
+ */
+export async function carryWal(dataDir: string, into: string, walEnd: string): Promise<void> {
+  const timeline = walEnd.slice(0, 8);
+  const from = path.join(dataDir, "pg_wal");
+  const to = path.join(into, "pg_wal");
+  const owner = postgresUser();
+  await ensureDir(to, 0o700, owner);
+  for (const name of await fs.readdir(from)) {
+    if (!parseSegment(name) || !name.startsWith(timeline) || name > walEnd) continue;
+    const archived = await fs.access(path.join(from, "archive_status", `${name}.done`)).then(
+      () => true,
+      () => false,
+    );
+    if (archived) continue;
+    await fs.copyFile(path.join(from, name), path.join(to, name));
+    if (owner) await fs.chown(path.join(to, name), owner.uid, owner.gid);
+    // A complete one is archived by the restored server at once (never the last: the
+    // original, should it come back, goes on writing it).
+    if (name < walEnd) await markReady(to, name, owner);
+  }
+}
+
+async function markReady(walDir: string, segment: string, owner: ReturnType<typeof postgresUser>) {
+  const status = path.join(walDir, "archive_status");
+  await ensureDir(status, 0o700, owner);
+  await writeFileAtomic(path.join(status, `${segment}.ready`), "", 0o600, owner);
 }
