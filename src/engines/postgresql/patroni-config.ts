@@ -86,6 +86,10 @@ export function renderPatroniConfig(
     max_wal_senders: 10,
     max_replication_slots: 10,
     wal_keep_size: "256MB",
+    // A standby whose stream has ended sleeps this long before it looks for WAL again, and
+    // PostgreSQL 15 finishes that sleep even when a promotion arrives during it: with the
+    // default (5 s) a switchover's candidate sometimes promoted 4-5 s late.
+    wal_retrieve_retry_interval: "200ms",
   };
   for (const [key, raw] of postgresConfEntries(input)) {
     if (PATRONI_OWNED.has(key)) continue;
