@@ -1,6 +1,7 @@
 // What a Dedicated node gets on this machine, checked on the kernel rather than in Cellar's
 // records: its own network namespace (reachable only through its gateway), its own loop-mounted
-// filesystem of the plan's size, both re-made after an agent restart, and nothing left after
+// filesystem of the plan's size, its data encrypted at rest under its own key (a row's marker
+// is absent from the raw image), all re-made after an agent restart, and nothing left after
 // delete: no namespace, veth, mount or loop device.
 import assert from "node:assert/strict";
 import { execFile, type ChildProcess } from "node:child_process";
@@ -14,7 +15,11 @@ import { shortRunDir } from "../../src/main/agent-main.ts";
 import { createIsolationRuntime } from "../../src/runtime/factory.ts";
 import { listNodeNetns, netnsId, netnsOfPid, nodeNetNames } from "../../src/runtime/netns.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
+import { PostgresInstance } from "../../src/engines/postgresql/instance.ts";
+import { queryOnce } from "../../src/engines/postgresql/superuser.ts";
+import { encryptionOf } from "../../src/runtime/fscrypt.ts";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
+import { imageHolds } from "../support/raw-image.ts";
 
 const run = promisify(execFile);
 const probe = await probeIsolation();
@@ -61,6 +66,8 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
   let node = { id: "", port: 0 };
   let stateDir = "";
   const nodeDir = () => path.join(stateDir, "instances", node.id, "node");
+  /** The node's volume: mounted here, its image beside it, its base dir node/ encrypted. */
+  const volumeDir = () => path.join(stateDir, "instances", node.id, "volume");
 
   const postmasterPid = async () =>
     Number((await fs.readFile(path.join(nodeDir(), "pgdata", "postmaster.pid"), "utf8")).split("\n")[0]);
@@ -84,6 +91,15 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
       await client.end();
     }
   };
+  /** The agent's own way in: the node's unix socket, as the superuser. */
+  const superuser = () =>
+    new PostgresInstance({
+      id: node.id,
+      baseDir: nodeDir(),
+      listenAddress: ADDRESS,
+      port: node.port,
+      socketDir: path.join(shortRunDir(stateDir), node.id.replace(/^inst-/, "")),
+    }).superuserConfig();
   const answersAgain = () =>
     cl.waitFor(
       "the database to answer through its gateway",
@@ -175,12 +191,13 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
     const [source, fstype, target] = stdout.trim().split(/\s+/);
     assert.match(source ?? "", /^\/dev\/loop\d+$/);
     assert.equal(fstype, "ext4");
-    assert.equal(target, nodeDir());
+    assert.equal(target, volumeDir());
+    assert.equal(await fs.realpath(nodeDir()), path.join(volumeDir(), "node"));
     const s = await fs.statfs(pgdata);
     const size = s.blocks * s.bsize;
     // 80 GB plan: ext4 keeps ~2% for its inode tables and journal.
     assert.ok(size > 76 * GiB && size <= 80 * GiB, `filesystem of ${(size / GiB).toFixed(1)} GiB`);
-    const image = await fs.stat(`${nodeDir()}.img`);
+    const image = await fs.stat(`${volumeDir()}.img`);
     assert.equal(image.size, 80 * GiB);
     assert.ok(image.blocks * 512 < 256 * 1024 * 1024, "the image is sparse");
     // Reported disk use is what the volume holds, not the image's apparent 80 GB.
@@ -191,6 +208,29 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
       return (rows[0].usage.disk_bytes as number | undefined) || undefined;
     });
     assert.ok(usage < GiB, `disk_bytes ${usage}`);
+  });
+
+  it("encrypts its data at rest under its own key: a marker row is absent from the raw image", async () => {
+    const view = async () => (await cl.api("GET", `/api/databases/${dbId}`)).json.database;
+    await cl.waitFor("encryption_at_rest: true", async () =>
+      (await view()).encryption_at_rest ? true : undefined,
+    );
+    const status = (await cl.api("GET", `/api/databases/${dbId}/instances_status`)).json;
+    assert.match(JSON.stringify(status), /AES-256-XTS\/AES-256-CTS, key present/);
+    const policy = await encryptionOf(path.join(volumeDir(), "node"));
+    assert.equal(policy.state, "encrypted");
+    assert.equal(policy.key, "present");
+
+    const marker = `cellar-e2e-marker-${dbId}`;
+    await query(`CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('${marker}')`);
+    // The row's page written to its table's file, not only to the WAL (both are on the volume).
+    await queryOnce(superuser(), "CHECKPOINT");
+    await run("sync");
+    assert.deepEqual(await query("SELECT v FROM secrets"), [{ v: marker }]);
+    const image = `${volumeDir()}.img`;
+    // The control: the scan does read the image (the filesystem's own root entries are plain).
+    assert.equal(await imageHolds(image, "lost+found"), true, "the raw scan reads the image");
+    assert.equal(await imageHolds(image, marker), false, "the marker is not on disk in clear");
   });
 
   it("survives kill -9 of its agent (adopted) and a clean restart (re-mounted, same data)", async () => {
@@ -206,6 +246,9 @@ describe("Dedicated node isolation on this machine", { skip }, () => {
     assert.equal((await listNodeNetns()).includes(nodeNetNames(node.id).ns), false);
     await restartAgent();
     assert.deepEqual(await query("SELECT v FROM kept"), [{ v: 42 }]);
+    // Mounted again, its key added again: the encrypted rows read back.
+    assert.equal((await query("SELECT count(*)::int AS n FROM secrets"))[0].n, 1);
+    assert.equal((await encryptionOf(path.join(volumeDir(), "node"))).key, "present");
     assert.equal(await netnsOfPid(await postmasterPid()), await netnsId(nodeNetNames(node.id).ns));
   });
 

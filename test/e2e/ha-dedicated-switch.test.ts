@@ -212,7 +212,8 @@ describe(
       assert.notEqual((await sql("SHOW synchronous_standby_names"))[0].synchronous_standby_names, "");
       if (probe.loopVolumes.ok) {
         for (const n of ns) {
-          const dir = path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "node");
+          // The node's volume is mounted at volume/ (node/ links to its encrypted directory).
+          const dir = path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "volume");
           const { sizeBytes } = await volumeUsage(dir);
           assert.ok(
             (sizeBytes ?? 0) > 150 * 1024 ** 3,

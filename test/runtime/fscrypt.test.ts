@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { encryptionOf, isUnlocked, lockDir, unlockDir } from "../../src/runtime/fscrypt.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { ensureVolume, imagePathOf, removeVolume } from "../../src/runtime/volume.ts";
+import { imageHolds } from "../support/raw-image.ts";
 
 const probe = await probeIsolation();
 const MARKER = `cellar-at-rest-marker-${randomBytes(6).toString("hex")}`;
@@ -24,11 +25,6 @@ async function writeMarker(file: string): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-/** Whether the raw bytes of a volume's image hold `text`. */
-async function imageHolds(volume: string, text: string): Promise<boolean> {
-  return (await fs.readFile(imagePathOf(volume))).includes(Buffer.from(text));
 }
 
 describe(
@@ -55,13 +51,17 @@ describe(
       assert.equal(state.filenames, "AES-256-CTS");
       assert.ok(isUnlocked(state));
       await writeMarker(path.join(dir, `${MARKER}.txt`));
-      assert.equal(await imageHolds(enc.path, MARKER), false, "contents and name encrypted on disk");
+      assert.equal(
+        await imageHolds(imagePathOf(enc.path), MARKER),
+        false,
+        "contents and name encrypted on disk",
+      );
 
       // The control: the same volume kind and the same write, without a policy.
       const plain = await ensureVolume(path.join(base, "plain"), 32 / 1024, { loop: true, encrypt: true });
       await fs.mkdir(path.join(plain.path, "data"));
       await writeMarker(path.join(plain.path, "data", "marker.txt"));
-      assert.equal(await imageHolds(plain.path, MARKER), true, "the raw read finds plain data");
+      assert.equal(await imageHolds(imagePathOf(plain.path), MARKER), true, "the raw read finds plain data");
       assert.equal((await encryptionOf(path.join(plain.path, "data"))).state, "plain");
     });
 
