@@ -302,10 +302,13 @@ export class HaNodes {
     done: () => boolean,
   ): Promise<void> {
     const { ha } = spec;
+    // The candidate is dialled where its peers dial it; a node in another database network
+    // (Dedicated) is out of this host's reach, and Patroni's own release stands.
     const candidateRest = await rest.member(candidate, ha.restPassword).catch(() => null);
-    if (candidateRest === null) {
-      this.log?.info("switchover: the candidate's REST API is not known here; Patroni releases the key", {
+    if (candidateRest === null || (await candidateRest.details(1000)) === null) {
+      this.log?.info("switchover: Patroni releases the leader key", {
         inst: id,
+        why: "the candidate's REST API does not answer from this host",
       });
       return;
     }
