@@ -178,8 +178,27 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
     );
   });
 
-  it("deletes both completely: no namespace, no etcd user left", async () => {
+  it("deletes both completely: no namespace, no etcd user, no encryption key left", async () => {
     const all = [...(await nodesOf("ledger-ent")), ...(await nodesOf("ledger-biz"))];
+    const ids = [...dbs.values()].map((d) => d.id);
+    if (probe.loopVolumes.ok) {
+      // Every node, the rejoined old leaders too, on an encrypted volume under its own key.
+      for (const [name, db] of dbs) {
+        await cl.waitFor(`${name} to report encryption at rest on every node`, async () =>
+          (await cl.api("GET", `/api/databases/${db.id}`)).json.database.encryption_at_rest
+            ? true
+            : undefined,
+        );
+      }
+    }
+    const keys = () =>
+      cl.controller.deps.db
+        .query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM instance_keys k JOIN instances i ON i.id = k.instance_id WHERE i.database_id = ANY($1)",
+          [ids],
+        )
+        .then((r) => r.rows[0]!.n);
+    assert.equal(await keys(), all.length, "one key per node");
     for (const name of dbs.keys()) {
       const res = await cl.api("DELETE", `/v1/apps/${dbs.get(name)!.id}?current_name=${name}`);
       assert.equal(res.status, 204, JSON.stringify(res.json));
@@ -198,6 +217,11 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
     const namespaces = await listNodeNetns();
     for (const n of all)
       assert.ok(!namespaces.includes(nodeNetNames(n.id).ns), `${n.id}'s namespace is gone`);
+    const { rows: left } = await cl.controller.deps.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM instance_keys WHERE instance_id = ANY($1)",
+      [all.map((n) => n.id)],
+    );
+    assert.equal(left[0]!.n, 0, "the nodes' keys went with them");
   });
 });
 
