@@ -289,6 +289,13 @@ describe("database API on a real Starter database, end to end", () => {
     assert.match(byType["db-node"].id, /^inst-/);
     assert.equal(byType.haproxy.status, "running");
     assert.equal(byType.haproxy.role, "");
+    // A Shared node is encrypted at rest only where its host's filesystem can (not this
+    // machine's root filesystem): otherwise it says why, and so does the database object.
+    const node = byType["db-node"];
+    if (!node.encryption_at_rest) {
+      assert.match(node.encryption_at_rest_detail, /has no ext4 encryption feature/);
+      assert.equal((await dbApi("GET", "")).json.database.encryption_at_rest, false);
+    }
   });
 
   it("reports real CPU, memory and disk, read on the host", async () => {
