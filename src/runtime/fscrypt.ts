@@ -27,12 +27,18 @@ export interface DirEncryption {
 
 function tool(command: "status" | "unlock" | "lock", dir: string, key?: Buffer): Promise<DirEncryption> {
   return new Promise((resolve, reject) => {
-    const child = execFile("python3", [TOOL, command, dir], { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) {
-        const why = String(stderr).trim() || err.message;
-        reject(new IsolationError(`fscrypt ${command} ${dir} failed: ${why}`, dir));
-      } else resolve(JSON.parse(String(stdout)) as DirEncryption);
-    });
+    // -I: no PYTHON* variables or user site can change the program that receives the key.
+    const child = execFile(
+      "python3",
+      ["-I", "-S", TOOL, command, dir],
+      { timeout: 30_000 },
+      (err, stdout, stderr) => {
+        if (err) {
+          const why = String(stderr).trim() || err.message;
+          reject(new IsolationError(`fscrypt ${command} ${dir} failed: ${why}`, dir));
+        } else resolve(JSON.parse(String(stdout)) as DirEncryption);
+      },
+    );
     child.stdin?.end(key ?? Buffer.alloc(0));
   });
 }
