@@ -4,6 +4,16 @@
 // restore would eat into). The outcome is written into the backup's annotations, so the
 // repository says which backups are verified; a killed agent finds the backup still pending
 // and verifies it again, after removing what the killed one left.
+//
+// A node whose data is encrypted at rest gets its scratch copy encrypted too, under the same
+// key: the restore goes into a throwaway sparse loop volume (ext4 -O encrypt) mounted at
+// <inst>/backup/verify, whose directory enc/ carries the policy; the volume, its loop device
+// and its image go when the verification ends (and at the next start after a crash). Never on
+// the host's filesystem, even one that can encrypt: the node's key there would be the same
+// entry of the same keyring, and removing it for the copy would lock the node. When no such
+// volume can be made, the backup is failed with the reason and nothing is restored: no
+// plaintext copy of an encrypted node is ever written.
+import fs from "node:fs/promises";
 import path from "node:path";
 import {
   backupToVerify,
@@ -13,23 +23,40 @@ import {
 } from "../engines/postgresql/backup/backup-info.ts";
 import { PgBackRest, type WrapArgv } from "../engines/postgresql/backup/pgbackrest.ts";
 import {
+  oneLine,
   removeScratch,
   ScratchVerification,
   type VerifyOutcome,
 } from "../engines/postgresql/backup/verify.ts";
+import { ensureDir, postgresUser } from "../engines/postgresql/command.ts";
+import { describeEncryption, isUnlocked, lockDir, unlockDir } from "../runtime/fscrypt.ts";
 import { assertSandboxName } from "../runtime/limits.ts";
 import { wrapCommand } from "../runtime/spawn.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
+import { ensureVolume, imagePathOf, removeVolume } from "../runtime/volume.ts";
+import type { CopyKey } from "./node-encryption.ts";
 
 /** The verification sandbox: enough for a restore and a 32 MB-buffer server, little CPU. */
 export const VERIFY_LIMITS: SandboxLimits = { memoryBytes: 512 * 1024 * 1024, cpuQuota: 0.5, pidsMax: 64 };
 /** A verification that could not run (aborted, annotation refused) is tried again this late. */
 const RETRY_MS = 5 * 60_000;
+/** An encrypted scratch volume: the backup's size plus a quarter, plus room for WAL and logs. */
+const VOLUME_SLACK_BYTES = 512 * 1024 ** 2;
+/** On the scratch volume: the directory with the policy, and the work dir inside it. */
+const ENCRYPTED = "enc";
+const WORK = "work";
+
+interface ScratchDirs {
+  workDir: string;
+  socketDir: string;
+}
 
 export interface VerificationScratch {
   runtime: IsolationRuntime;
   /** The host's short directory for sockets. */
   runDir: string;
+  /** Whether the node's data is encrypted, and its key (absent: the node is plain). */
+  copyKey?: (id: string) => Promise<CopyKey>;
 }
 
 export interface BackupVerificationsOptions {
@@ -103,6 +130,7 @@ export class BackupVerifications {
     if (signal.aborted) throw new Error("aborted");
     await this.sweep(r.id);
     const env = this.opts.scratch?.();
+    const atRest: CopyKey = (await env?.copyKey?.(r.id)) ?? { encrypted: false };
     const name = BackupVerifications.sandboxName(r.id);
     let wrap: WrapArgv | undefined;
     if (env) {
@@ -111,14 +139,17 @@ export class BackupVerifications {
     }
     try {
       const br = new PgBackRest(r.configFile, r.stanza, "pgbackrest", wrap);
-      const scratch = new ScratchVerification({
-        pgbackrest: br,
-        ...this.dirs(r.id),
-        ...(wrap ? { wrap } : {}),
-        ...(this.opts.timeoutMs !== undefined ? { timeoutMs: this.opts.timeoutMs } : {}),
-        ...(this.opts.now ? { now: this.opts.now } : {}),
-      });
-      const outcome = await scratch.run(set, signal);
+      const dirs = await this.scratchDirs(r, set, atRest);
+      const outcome =
+        typeof dirs === "string"
+          ? this.refused(dirs)
+          : await new ScratchVerification({
+              pgbackrest: br,
+              ...dirs,
+              ...(wrap ? { wrap } : {}),
+              ...(this.opts.timeoutMs !== undefined ? { timeoutMs: this.opts.timeoutMs } : {}),
+              ...(this.opts.now ? { now: this.opts.now } : {}),
+            }).run(set, signal);
       await br.annotate(
         set,
         {
@@ -134,18 +165,59 @@ export class BackupVerifications {
     }
   }
 
-  private dirs(id: string): { workDir: string; socketDir: string } {
+  /**
+   * Where the restore goes: the plain scratch dirs for a plain node; for an encrypted one, a
+   * work dir on a new encrypted volume, or why none could be made (nothing is restored then).
+   */
+  private async scratchDirs(r: VerifyRequest, set: string, atRest: CopyKey): Promise<ScratchDirs | string> {
+    const plain = this.dirs(r.id);
+    if (!atRest.encrypted) return plain;
+    if (atRest.key === null) return "this agent was not given the node's key";
+    const bytes = (r.backups.find((b) => b.label === set)?.size ?? 0) * 1.25 + VOLUME_SLACK_BYTES;
+    const encrypted = path.join(plain.workDir, ENCRYPTED);
+    try {
+      await ensureVolume(plain.workDir, bytes / 1024 ** 3, { loop: true, encrypt: true });
+      await ensureDir(encrypted, 0o700, postgresUser());
+      const found = await unlockDir(encrypted, atRest.key);
+      if (!isUnlocked(found)) return describeEncryption(found);
+    } catch (err) {
+      return `no encrypted scratch volume: ${(err as Error).message}`;
+    }
+    return { ...plain, workDir: path.join(encrypted, WORK) };
+  }
+
+  /** An encrypted node's backup that could not be verified without a plaintext copy. */
+  private refused(why: string): VerifyOutcome {
+    const detail =
+      `not verified: the node's data is encrypted at rest and its scratch copy could not be (${why}); ` +
+      "nothing was restored, so no plaintext copy was written";
+    return { status: "failed", detail: oneLine(detail), at: (this.opts.now?.() ?? new Date()).toISOString() };
+  }
+
+  private dirs(id: string): ScratchDirs {
     const workDir = path.join(this.opts.dirOf(id), "backup", "verify");
     const env = this.opts.scratch?.();
     const socketDir = env ? path.join(env.runDir, `v${id.replace(/^inst-/, "")}`) : path.join(workDir, "run");
     return { workDir, socketDir };
   }
 
-  /** Kills whatever runs in the node's verification sandbox; removes it and the scratch dirs. */
+  /**
+   * Kills whatever runs in the node's verification sandbox; removes it, the scratch dirs, and
+   * an encrypted scratch volume (its key out of the keyring, unmounted, detached, deleted).
+   */
   private async sweep(id: string): Promise<void> {
     const env = this.opts.scratch?.();
     if (env) await env.runtime.removeSandbox(BackupVerifications.sandboxName(id));
-    await removeScratch(this.dirs(id));
+    const dirs = this.dirs(id);
+    if (await exists(imagePathOf(dirs.workDir))) {
+      const encrypted = path.join(dirs.workDir, ENCRYPTED);
+      // A server left by a killed agent holds the volume: stopped first (its pid file is there).
+      await removeScratch({ ...dirs, workDir: path.join(encrypted, WORK) });
+      // The unmount drops the volume's keyring anyway; an unmounted volume has no enc/ to lock.
+      await lockDir(encrypted).catch(() => null);
+      await removeVolume(dirs.workDir);
+    }
+    await removeScratch(dirs);
     this.swept.add(id);
   }
 
@@ -169,3 +241,9 @@ export class BackupVerifications {
     await Promise.all([...this.jobs.keys()].map((id) => this.forget(id)));
   }
 }
+
+const exists = (p: string) =>
+  fs.access(p).then(
+    () => true,
+    () => false,
+  );

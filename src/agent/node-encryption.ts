@@ -22,6 +22,13 @@ export interface AtRest {
   detail: string;
 }
 
+/**
+ * What a copy of a node's data (a backup verification's scratch restore) must be kept under:
+ * the node's own key when its data dir is encrypted (null: encrypted, but this agent was not
+ * given the key), nothing when the node is plain.
+ */
+export type CopyKey = { encrypted: false } | { encrypted: true; key: Buffer | null };
+
 /** A node's observed state is read again from the kernel at most this often. */
 const RECHECK_MS = 60_000;
 
@@ -29,6 +36,8 @@ const atRestOf = (e: DirEncryption): AtRest => ({ encrypted: isUnlocked(e), deta
 
 export class NodeEncryption {
   private readonly seen = new Map<string, { atRest: AtRest; atMs: number }>();
+  /** Each node's key as last delivered (in memory only), for copies of its data. */
+  private readonly keys = new Map<string, Buffer>();
   /** Whether the host's own filesystem (where instance directories are) can encrypt: probed once. */
   private hostFs: Promise<DirEncryption> | null = null;
 
@@ -52,7 +61,19 @@ export class NodeEncryption {
       if (found.state === "encrypted") return this.remember(id, atRestOf(found));
       return this.remember(id, { encrypted: false, detail: "no encryption key was delivered with its spec" });
     }
-    return this.remember(id, atRestOf(await unlockDir(dir, Buffer.from(key, "base64"))));
+    const raw = Buffer.from(key, "base64");
+    this.keys.set(id, raw);
+    return this.remember(id, atRestOf(await unlockDir(dir, raw)));
+  }
+
+  /**
+   * The key a copy of the node's data must be encrypted with, read from the kernel now: a
+   * directory with a policy counts as encrypted whether or not its key is present.
+   */
+  async copyKey(id: string, dir: string, opts: { onHostFs: boolean }): Promise<CopyKey> {
+    if (opts.onHostFs && (await this.hostUnsupported(dir))) return { encrypted: false };
+    if ((await encryptionOf(dir)).state !== "encrypted") return { encrypted: false };
+    return { encrypted: true, key: this.keys.get(id) ?? null };
   }
 
   /** A reported state: the last one seen, read again from the kernel once it is old. */
@@ -72,6 +93,7 @@ export class NodeEncryption {
   /** The node's key out of its filesystem's keyring (its files unreadable until prepared again). */
   async release(id: string, dir: string | null, opts: { onHostFs: boolean }): Promise<void> {
     this.seen.delete(id);
+    this.keys.delete(id);
     if (dir === null || !(await exists(dir))) return;
     if (opts.onHostFs && (await this.hostUnsupported(dir))) return;
     const found = await encryptionOf(dir).catch(() => null);

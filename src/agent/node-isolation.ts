@@ -32,7 +32,7 @@ import { attachNode, checkVpcRange, ensureVpc, removeVpcIfUnused } from "../runt
 import { prepareGatewayNetwork, releaseGatewayNetwork } from "./gateway-network.ts";
 import { probeIsolation, type Availability } from "../runtime/probe.ts";
 import { detachVolume, ensureVolume, imagePathOf, removeVolume, volumeUsage } from "../runtime/volume.ts";
-import { NodeEncryption, type AtRest } from "./node-encryption.ts";
+import { NodeEncryption, type AtRest, type CopyKey } from "./node-encryption.ts";
 
 const NETWORK_FILE = "network.json";
 const INSTANCE_ID = /^inst-[a-z0-9]+$/;
@@ -212,6 +212,13 @@ export class NodeIsolation {
       return this.encryption.observe(id, null, { onHostFs: false, why });
     }
     return this.encryption.observe(id, storage.encrypted, { onHostFs: storage.kind === "directory" });
+  }
+
+  /** The key a copy of the node's data (a backup verification's) is encrypted with, if any. */
+  async copyKey(id: string): Promise<CopyKey> {
+    const storage = await this.storageOf(id);
+    if (storage.kind === "old-volume") return { encrypted: false };
+    return this.encryption.copyKey(id, storage.encrypted, { onHostFs: storage.kind === "directory" });
   }
 
   /** Where the node listens, as prepare() said, without preparing anything (observation). */

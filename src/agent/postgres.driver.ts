@@ -82,8 +82,13 @@ export class PostgresDriver implements InstanceDriver {
     this.template = new PgTemplate(new HostLayout(opts.stateDir).templateDir());
     this.backups = new NodeBackups({
       dirOf: (id) => this.dirOf(id),
-      // Verifications of backups run in a small sandbox of their own, sockets under the run dir.
-      scratch: () => ({ runtime: opts.runtime, runDir: opts.runDir }),
+      // Verifications of backups run in a small sandbox of their own, sockets under the run dir;
+      // an encrypted node's scratch copy is encrypted under its key.
+      scratch: () => ({
+        runtime: opts.runtime,
+        runDir: opts.runDir,
+        copyKey: (id) => this.isolation.copyKey(id),
+      }),
       ...(opts.log ? { log: opts.log } : {}),
     });
     this.ha = new HaNodes(opts.log ?? null, { nodes: this.backups, dirOf: (id) => this.dirOf(id) });

@@ -9,7 +9,11 @@ import { parseStanzaInfo } from "../../src/engines/postgresql/backup/backup-info
 const [instDir, stanza, , runDir, parent] = process.argv.slice(2) as [string, string, string, string, string];
 const probe = await probeIsolation();
 const runtime = new CgroupV1Runtime({ dirs: probe.layout.v1, parent });
-const v = new BackupVerifications({ dirOf: () => instDir, scratch: () => ({ runtime, runDir }) });
+// VERIFY_KEY_HEX: the node is encrypted under this key (its scratch copy goes on an encrypted volume).
+const key = process.env.VERIFY_KEY_HEX ? Buffer.from(process.env.VERIFY_KEY_HEX, "hex") : null;
+const copyKey = () =>
+  Promise.resolve(key ? { encrypted: true as const, key } : { encrypted: false as const });
+const v = new BackupVerifications({ dirOf: () => instDir, scratch: () => ({ runtime, runDir, copyKey }) });
 const info = process.env.VERIFY_INFO_JSON ?? "[]";
 v.consider({
   id: "inst-crash",

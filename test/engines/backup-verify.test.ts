@@ -2,10 +2,15 @@
 // is restored into a scratch instance inside its own small sandbox, read, and its verdict
 // written into the backup's annotations; a broken backup is failed with the reason; an agent
 // killed -9 mid-verification leaves no server behind, and the next one cleans up and verifies.
+// An encrypted node's scratch copy lives on a throwaway encrypted loop volume under the node's
+// key (a marker row read through it, absent from its raw image), gone afterwards, also after a
+// kill -9; without a way to encrypt it, nothing is restored.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
+import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { BackupVerifications, VERIFY_LIMITS } from "../../src/agent/backup-verifications.ts";
 import { ensureDir, postgresUser, writeFileAtomic } from "../../src/engines/postgresql/command.ts";
@@ -21,7 +26,11 @@ import {
 } from "../../src/engines/postgresql/backup/pgbackrest-config.ts";
 import type { NodeBackupSpec } from "../../src/engines/postgresql/backup/types.ts";
 import type { VerifyOutcome } from "../../src/engines/postgresql/backup/verify.ts";
+import type { CopyKey } from "../../src/agent/node-encryption.ts";
 import { CgroupV1Runtime } from "../../src/runtime/cgroup-v1.runtime.ts";
+import { encryptionOf } from "../../src/runtime/fscrypt.ts";
+import { imagePathOf } from "../../src/runtime/volume.ts";
+import { imageHolds } from "../support/raw-image.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { type CertificateAuthority, ensureCa } from "../../src/engines/tls/certificates.ts";
 import { freePort, loopbackPrefix, scratchDir, timed } from "./engine-fixtures.ts";
@@ -31,6 +40,8 @@ const probe = await probeIsolation();
 const skip = probe.backend === "cgroup-v1" && probe.limits.memory.ok ? false : "needs root and cgroup v1";
 const PARENT = `cellar-test-verify-${process.pid}`;
 const ID = "inst-verify1";
+const run = promisify(execFile);
+const noLoop = probe.loopVolumes.ok ? false : probe.loopVolumes.detail;
 
 /** Processes whose command line names `needle` (the scratch server's data dir). */
 async function processesNaming(needle: string): Promise<number[]> {
@@ -42,6 +53,15 @@ async function processesNaming(needle: string): Promise<number[]> {
     if (cmd.includes(needle) && !/\) [ZX] /.test(stat)) found.push(Number(name));
   }
   return found;
+}
+
+/** Mount points and loop devices' backing files under `dir`: none once a verification is over. */
+async function mountsAndLoopsUnder(dir: string): Promise<string[]> {
+  const mounts = (await run("findmnt", ["-rn", "-o", "TARGET"])).stdout.split("\n");
+  const loops = (await run("losetup", ["--list", "--raw", "--noheadings", "-O", "BACK-FILE"])).stdout.split(
+    "\n",
+  );
+  return [...mounts, ...loops].filter((t) => t.startsWith(dir + "/"));
 }
 
 async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
@@ -67,8 +87,34 @@ describe("verified backups (real PostgreSQL, pgBackRest and cgroup v1)", { skip 
 
   const sql = (text: string) => queryOnce(node.superuserConfig("app"), text, [], 60_000);
   const workDir = () => path.join(instDir, "backup", "verify");
-  const verifier = () =>
-    new BackupVerifications({ dirOf: () => instDir, scratch: () => ({ runtime, runDir }) });
+  /** An encrypted node's verification copy goes here (the work dir inside the policy's dir). */
+  const encryptedDir = () => path.join(workDir(), "enc");
+  const encryptedPgdata = () => path.join(encryptedDir(), "work", "pgdata");
+  /** `atRest`: how the node's own data is kept (absent: plain). */
+  const verifier = (atRest?: CopyKey) =>
+    new BackupVerifications({
+      dirOf: () => instDir,
+      scratch: () => ({ runtime, runDir, ...(atRest ? { copyKey: () => Promise.resolve(atRest) } : {}) }),
+    });
+  /** A stand-in agent verifying the newest backup (backup-verify-child.ts), killed -9 once its server runs. */
+  const killMidVerification = async (pgdata: string, env: Record<string, string> = {}) => {
+    const raw = await br.run("info", ["--output=json"], { timeoutMs: 60_000 });
+    const childArgs = [instDir, spec.stanza, "-", runDir, PARENT];
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(import.meta.dirname, "backup-verify-child.ts"), ...childArgs],
+      { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, VERIFY_INFO_JSON: raw, ...env } },
+    );
+    children.push(child);
+    // Killed while its scratch server replays or is read.
+    await until("the scratch server to run", async () =>
+      (await processesNaming(pgdata)).length > 0 ? true : undefined,
+    );
+    child.kill("SIGKILL");
+    await until("the scratch server to die with its agent", async () =>
+      (await processesNaming(pgdata)).length === 0 ? true : undefined,
+    );
+  };
   /** Verifies the newest unverified full backup; resolves with its outcome. */
   const verifyNext = (v: BackupVerifications, backups: BackupSet[]) =>
     new Promise<{ label: string; outcome: VerifyOutcome }>((resolve, reject) => {
@@ -183,31 +229,7 @@ describe("verified backups (real PostgreSQL, pgBackRest and cgroup v1)", { skip 
 
   it("a killed agent's scratch server dies with it; the next agent removes the leftovers and verifies", async () => {
     await br.backupFull({ "cellar-reason": "scheduled" });
-    const raw = await br.run("info", ["--output=json"], { timeoutMs: 60_000 });
-    const child = spawn(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        path.join(import.meta.dirname, "backup-verify-child.ts"),
-        instDir,
-        spec.stanza,
-        "-",
-        runDir,
-        PARENT,
-      ],
-      { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, VERIFY_INFO_JSON: raw } },
-    );
-    children.push(child);
-    const pgdata = path.join(workDir(), "pgdata");
-    // Killed while its scratch server replays or is read.
-    await until("the scratch server to run", async () =>
-      (await processesNaming(pgdata)).length > 0 ? true : undefined,
-    );
-    child.kill("SIGKILL");
-    await until("the scratch server to die with its agent", async () =>
-      (await processesNaming(pgdata)).length === 0 ? true : undefined,
-    );
+    await killMidVerification(path.join(workDir(), "pgdata"));
     assert.ok(await fs.stat(workDir()), "the killed agent left its scratch dir");
     // The next agent: still pending in the repository, so verified again, after a sweep.
     const pending = (await br.info()).backups.at(-1)!;
@@ -235,6 +257,82 @@ describe("verified backups (real PostgreSQL, pgBackRest and cgroup v1)", { skip 
     assert.equal(verificationOf(after).detail, outcome.detail);
     await assert.rejects(fs.access(workDir()));
     assert.deepEqual(await processesNaming(workDir()), []);
+  });
+
+  it(
+    "restores an encrypted node's backup onto an encrypted scratch volume under its key, gone afterwards",
+    { skip: noLoop },
+    async () => {
+      const marker = `cellar-verify-marker-${randomBytes(6).toString("hex")}`;
+      await sql(`INSERT INTO items VALUES (-1, '${marker}')`);
+      await br.backupFull({ "cellar-reason": "scheduled" });
+      const key = randomBytes(64);
+      const v = verifier({ encrypted: true, key });
+      const result = verifyNext(v, (await br.info()).backups);
+      // Held still while its server runs (the restore is complete then): the postmaster stopped.
+      const pid = await until("the scratch server on the encrypted volume", async () => {
+        for (const p of await processesNaming(encryptedPgdata())) {
+          const cmd = await fs.readFile(`/proc/${p}/cmdline`, "utf8").catch(() => "");
+          if (cmd.split("\0").includes("-D")) return p;
+        }
+        return undefined;
+      });
+      process.kill(pid, "SIGSTOP");
+      try {
+        const policy = await encryptionOf(encryptedDir());
+        assert.equal(policy.state, "encrypted", JSON.stringify(policy));
+        assert.equal(policy.contents, "AES-256-XTS");
+        assert.equal(policy.key, "present");
+        assert.ok(
+          await mountsAndLoopsUnder(instDir).then((m) => m.includes(workDir())),
+          "a volume of its own",
+        );
+        // The restored copy holds the marker (read through the filesystem), its raw image does not.
+        await run("sync", ["-f", workDir()]);
+        await run("grep", ["-rqF", marker, path.join(encryptedPgdata(), "base")]);
+        assert.equal(
+          await imageHolds(imagePathOf(workDir()), marker),
+          false,
+          "the copy is encrypted on disk",
+        );
+      } finally {
+        process.kill(pid, "SIGCONT");
+      }
+      const { outcome } = await result;
+      assert.equal(outcome.status, "verified", outcome.detail);
+      assert.deepEqual(await mountsAndLoopsUnder(instDir), [], "no mount, no loop device");
+      await assert.rejects(fs.access(imagePathOf(workDir())), "no image");
+      await assert.rejects(fs.access(workDir()));
+      assert.deepEqual(await processesNaming(workDir()), []);
+    },
+  );
+
+  it(
+    "an agent killed -9 mid-verification leaves an encrypted scratch volume that the next one removes",
+    { skip: noLoop },
+    async () => {
+      await br.backupFull({ "cellar-reason": "scheduled" });
+      const key = randomBytes(64);
+      await killMidVerification(encryptedPgdata(), { VERIFY_KEY_HEX: key.toString("hex") });
+      assert.ok((await mountsAndLoopsUnder(instDir)).includes(workDir()), "the killed agent left its volume");
+      const { outcome } = await verifyNext(verifier({ encrypted: true, key }), (await br.info()).backups);
+      assert.equal(outcome.status, "verified", outcome.detail);
+      assert.deepEqual(await mountsAndLoopsUnder(instDir), []);
+      await assert.rejects(fs.access(imagePathOf(workDir())));
+      await assert.rejects(fs.access(workDir()));
+    },
+  );
+
+  it("does not restore an encrypted node's backup it cannot encrypt: failed with the reason", async () => {
+    await br.backupFull({ "cellar-reason": "scheduled" });
+    const set = (await br.info()).backups.at(-1)!;
+    const { outcome } = await verifyNext(verifier({ encrypted: true, key: null }), (await br.info()).backups);
+    assert.equal(outcome.status, "failed");
+    assert.match(outcome.detail, /not given the node's key.*no plaintext copy was written/);
+    const after = (await br.info()).backups.find((b) => b.label === set.label)!;
+    assert.equal(verificationOf(after).detail, outcome.detail);
+    await assert.rejects(fs.access(workDir()));
+    assert.deepEqual(await mountsAndLoopsUnder(instDir), []);
   });
 
   it("keeps the verification sandbox small", () => {
