@@ -74,14 +74,14 @@ async function sizeBench(c: BenchCellar, cb: CellarBackups): Promise<string[]> {
     for (let round = 1; round <= ROUNDS; round++) {
       // Each round's target is after the newest full backup (the previous round's restore
       // started a new timeline, whose backup the agent took at once).
-      const t2 = await cb.markTarget(src);
-      await cb.waitArchivedPast(src, t2);
+      const { target: t2, after } = await cb.markTarget(src);
+      await cb.waitArchivedPast(src, after);
       let t0 = performance.now();
-      await bare.restoreAndPromote(cb.configFileOfDir(await cb.nodeDirOf(src)), src.id, t2);
+      const steps = await bare.restoreAndPromote(cb.configFileOfDir(await cb.nodeDirOf(src)), src.id, t2);
       const bareRestoreMs = performance.now() - t0;
       const marker = await bare.query<{ n: number }>("SELECT count(*)::int AS n FROM marks", src.dbname);
       lines.push(
-        `round ${round}: bare restore to T (pgbackrest restore + pg_ctl start + promoted): ${s(bareRestoreMs)}; rows at T ${marker[0]?.n}`,
+        `round ${round}: bare restore to T (pgbackrest restore + pg_ctl start + promoted): ${s(bareRestoreMs)} (${s(steps.restoreMs)} + ${s(steps.startMs)} + ${s(steps.promoteMs)}); rows at T ${marker[0]?.n}`,
       );
       if (round === 1) {
         const repo = new BareRepo(path.join(dir, "repo"), bare);

@@ -56,7 +56,12 @@ export class BareServer {
    * pgbackrest restore of `stanza` (its config names Cellar's repository) to `target`
    * (null: the archive's end), then pg_ctl start and wait until it promoted.
    */
-  async restoreAndPromote(configFile: string, stanza: string, target: Date | null): Promise<void> {
+  async restoreAndPromote(
+    configFile: string,
+    stanza: string,
+    target: Date | null,
+  ): Promise<{ restoreMs: number; startMs: number; promoteMs: number }> {
+    const t0 = performance.now();
     const owner = postgresUser();
     await fs.rm(this.dir, { recursive: true, force: true });
     await ensureDir(this.dir, 0o755, owner);
@@ -75,13 +80,30 @@ export class BareServer {
       `--recovery-option=restore_command=${restoreCommand}`,
       "restore",
     ]);
+    const t1 = performance.now();
     await this.start();
+    const t2 = performance.now();
+    let stopped = false;
     await waitUntil(
       "the bare restored server to promote",
       2 * HOUR,
-      async () => (await this.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r"))[0]?.r === false,
+      async () => {
+        // A server that ran out of WAL before the target shuts down (and removes its pid file).
+        stopped = !(await fs.access(path.join(this.pgdata, "postmaster.pid")).then(
+          () => true,
+          () => false,
+        ));
+        return (
+          stopped || (await this.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r"))[0]?.r === false
+        );
+      },
       100,
     );
+    if (stopped) {
+      const log = await fs.readFile(path.join(this.dir, "log"), "utf8").catch(() => "");
+      throw new Error(`the bare restored server stopped: ${log.trim().split("\n").slice(-3).join(" | ")}`);
+    }
+    return { restoreMs: t1 - t0, startMs: t2 - t1, promoteMs: performance.now() - t2 };
   }
 
   /** Starts it on its own socket only (no TCP), its logs in its dir. */

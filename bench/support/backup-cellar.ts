@@ -92,18 +92,22 @@ export class CellarBackups {
     return (await this.sql<{ t: Date }>(a, "SELECT clock_timestamp() AS t"))[0]!.t;
   }
 
-  /** Rows committed before and after a target time T, which is returned. */
-  async markTarget(a: Addon): Promise<Date> {
+  /**
+   * Rows committed before and after a target time T. Returns T and a time after the second
+   * row: once the archive passes it, it holds a commit after T, which a bare restore to T
+   * needs (Cellar's restore makes one itself).
+   */
+  async markTarget(a: Addon): Promise<{ target: Date; after: Date }> {
     await this.sql(
       a,
       "CREATE TABLE IF NOT EXISTS marks (id serial PRIMARY KEY, at timestamptz DEFAULT now())",
     );
     await this.sql(a, "INSERT INTO marks DEFAULT VALUES");
     await new Promise((r) => setTimeout(r, 100));
-    const t = await this.serverNow(a);
+    const target = await this.serverNow(a);
     await new Promise((r) => setTimeout(r, 100));
     await this.sql(a, "INSERT INTO marks DEFAULT VALUES");
-    return t;
+    return { target, after: await this.serverNow(a) };
   }
 
   async countMarks(a: Addon): Promise<number> {

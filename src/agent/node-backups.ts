@@ -56,8 +56,6 @@ interface Tracked {
   job: { done: Promise<void>; abort: AbortController } | null;
   /** The timelines whose backups count, read for `timeline` (a history never changes). */
   lineage: { timeline: number; timelines: number[] } | null;
-  /** A finished restore's original data dir being removed, off the restore's path. */
-  cleanup: Promise<void> | null;
 }
 
 export interface NodeBackupsOptions {
@@ -129,7 +127,6 @@ export class NodeBackups {
         restoring: false,
         job: null,
         lineage: null,
-        cleanup: null,
       };
       this.nodes.set(id, t);
     }
@@ -243,12 +240,10 @@ export class NodeBackups {
     const target = spec.restore
       ? { id: spec.restore.id, targetTime: new Date(spec.restore.targetTime) }
       : null;
-    await t.cleanup;
     const state = await restorer.read();
     const known = target && state.outcomes.some((o) => o.id === target.id);
     if (!state.current && (!target || known)) {
       t.restore = state.outcomes.at(-1) ?? null;
-      this.dropLeftovers(t, restorer);
       return;
     }
     // A backup running against the server that is about to be stopped would only fail.
@@ -262,17 +257,7 @@ export class NodeBackups {
       t.info = null;
       t.lineage = null;
       t.nextAt = 0;
-      this.dropLeftovers(t, restorer);
     }
-  }
-
-  /** In the background: the node serves and its outcome is reported meanwhile. */
-  private dropLeftovers(t: Tracked, restorer: InPlaceRestore): void {
-    t.cleanup = restorer
-      .dropLeftovers()
-      .catch((err: Error) =>
-        this.opts.log?.warn("cannot remove a restore's original data dir", { inst: t.id, err: err.message }),
-      );
   }
 
   /** A fork's node takes its data from the source's backups before it first starts. */
@@ -284,7 +269,6 @@ export class NodeBackups {
       reconfigure,
     });
     if (await seeder.isDone(seed.id)) return;
-    await t.cleanup;
     await this.cancel(t);
     const paths = this.paths(t.id);
     // The source's repository and key, for restore and archive-get only (never a backup,
@@ -392,8 +376,30 @@ export class NodeBackups {
     t.job = { done: done.finally(() => (t.job = null)), abort };
   }
 
-  /** One look at the node's backups; takes a full backup when one is due. */
+  /**
+   * One look at the node's backups; takes a full backup when one is due. Then what a finished
+   * restore left goes: its original data dir, removed off the restore's path (for 1 GiB it
+   * took ~0.8 s there, and as long again when run beside the node's first convergence, whose
+   * commits wait on the same disk), after the new timeline's first backup.
+   */
   private async check(t: Tracked, signal: AbortSignal): Promise<void> {
+    try {
+      await this.lookAndBackUp(t, signal);
+    } finally {
+      if (!signal.aborted) {
+        await this.restorer(t, () => Promise.resolve())
+          .dropLeftovers()
+          .catch((err: Error) =>
+            this.opts.log?.warn("cannot remove a restore's original data dir", {
+              inst: t.id,
+              err: err.message,
+            }),
+          );
+      }
+    }
+  }
+
+  private async lookAndBackUp(t: Tracked, signal: AbortSignal): Promise<void> {
     const br = new PgBackRest(this.paths(t.id).configFile, t.spec.stanza);
     await this.writeConfig(t);
     if (!t.stanzaReady) {
@@ -471,7 +477,6 @@ export class NodeBackups {
   }
 
   private async cancel(t: Tracked): Promise<void> {
-    await t.cleanup;
     if (!t.job) return;
     t.job.abort.abort();
     await t.job.done;
