@@ -74,6 +74,8 @@ describe("NodeIsolation", () => {
     assert.equal(placement.atRest?.encrypted, false);
     assert.match(placement.atRest?.detail ?? "", why);
     assert.match((await iso.atRest(id)).detail, why);
+    // Its backups' verification copies stay plain as well.
+    assert.deepEqual(await iso.copyKey(id), { encrypted: false });
     assert.deepEqual(await fs.readdir(dirOf(id)), ["node"], "only its base dir made");
   });
 
@@ -136,6 +138,8 @@ describe("NodeIsolation", () => {
       const nodeDir = path.join(dirOf(id), "node");
       const first = await iso.prepare(id, spec("dedicated", 0.05), () => Promise.resolve(), KEY);
       assert.deepEqual(first.atRest, { encrypted: true, detail: "AES-256-XTS/AES-256-CTS, key present" });
+      // A copy of its data (a backup verification's) is to be encrypted under the same key.
+      assert.deepEqual(await iso.copyKey(id), { encrypted: true, key: Buffer.from(KEY, "base64") });
       assert.ok((await iso.usedBytes(id))! < 8 * 1024 * 1024);
       // An open file keeps the filesystem busy, as a running postmaster does.
       let busy: FileHandle | null = await fs.open(path.join(nodeDir, "held"), "w");
@@ -162,6 +166,10 @@ describe("NodeIsolation", () => {
       // An agent's stop: the key goes out with the mount; its next start adds it again.
       await iso.release(id, () => Promise.resolve(), { keepData: true });
       assert.equal(await fs.stat(nodeDir).catch(() => null), null, "unmounted");
+      await iso.prepare(id, spec("dedicated", 0.1), () => Promise.resolve(), undefined);
+      // Encrypted, but the key was not given again: no key for a copy (which is then not made).
+      assert.deepEqual(await iso.copyKey(id), { encrypted: true, key: null });
+      await iso.release(id, () => Promise.resolve(), { keepData: true });
       await iso.prepare(id, spec("dedicated", 0.1), () => Promise.resolve(), KEY);
       assert.equal(await fs.readFile(path.join(nodeDir, "kept"), "utf8"), "data");
 
@@ -189,6 +197,7 @@ describe("NodeIsolation", () => {
         encrypted: false,
         detail: "its volume was made before encryption at rest (no policy on it)",
       });
+      assert.deepEqual(await iso.copyKey(id), { encrypted: false });
       await iso.release(id, () => Promise.resolve(), { keepData: false });
     });
 
@@ -202,6 +211,7 @@ describe("NodeIsolation", () => {
       await fs.mkdir(onHost(id));
       const placement = await iso.prepare(id, spec("shared"), () => Promise.resolve(), KEY);
       assert.equal(placement.atRest?.encrypted, true, placement.atRest?.detail);
+      assert.deepEqual(await iso.copyKey(id), { encrypted: true, key: Buffer.from(KEY, "base64") });
       await fs.writeFile(path.join(onHost(id), "node", "marker"), "secret");
       // Released (the agent stops, or the node goes): its key leaves the filesystem's keyring.
       await iso.release(id, () => Promise.resolve(), { keepData: true });
