@@ -175,11 +175,15 @@ describe("backups survive a killed agent", () => {
       async (c) => (await c.query("SELECT count(*)::int AS n, sum(id)::text AS s FROM big")).rows[0],
     );
     assert.deepEqual(got, expected);
-    const left = await fs.readdir(path.join(nodeDir, "node"));
-    assert.deepEqual(
-      left.filter((n) => n.startsWith("pgdata")),
-      ["pgdata"],
-      "no side or set-aside data dir left",
-    );
+    // The original, kept aside, goes with the node's next background check (after the new
+    // timeline's first backup), not on the restore's path.
+    const dataDirs = async () =>
+      (await fs.readdir(path.join(nodeDir, "node"))).filter((n) => n.startsWith("pgdata"));
+    await cl
+      .waitFor("the set-aside data dir to be removed", async () =>
+        (await dataDirs()).length === 1 ? true : undefined,
+      )
+      .catch(() => undefined);
+    assert.deepEqual(await dataDirs(), ["pgdata"], "no side or set-aside data dir left");
   });
 });
