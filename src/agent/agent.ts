@@ -96,7 +96,11 @@ export class Agent {
   async start(): Promise<void> {
     await this.register();
     // Lost Patroni and the like: every instance is looked at again, as a full pass did.
-    this.opts.driver.watch?.(() => this.kickConverge({ full: true }));
+    // A backup landed: observed and reported now, not at the next heartbeat.
+    this.opts.driver.watch?.({
+      converge: () => this.kickConverge({ full: true }),
+      report: () => this.heartbeats.observeSoon(),
+    });
     this.pollAbort = this.pollLoop();
     this.heartbeats.start();
   }

@@ -29,6 +29,11 @@ export interface Observation {
   atRest?: { encrypted: boolean; detail: string } | undefined;
 }
 
+export interface DriverEvents {
+  converge: () => void;
+  report: () => void;
+}
+
 export interface InstanceDriver {
   /** Brings the instance to its desired spec and state; idempotent; may take seconds. */
   converge(inst: DesiredInstance): Promise<Observation>;
@@ -38,8 +43,11 @@ export interface InstanceDriver {
   remove(instanceId: string): Promise<void>;
   /** Instance ids that have something on this host (directories, processes). */
   listLocal(): Promise<string[]>;
-  /** Calls `onChange` when an instance needs converging before the next heartbeat (a lost Patroni). */
-  watch?(onChange: () => void): void;
+  /**
+   * Calls `converge` when an instance needs converging before the next heartbeat (a lost
+   * Patroni), `report` when the controller should learn something before it (a backup landed).
+   */
+  watch?(events: DriverEvents): void;
   unwatch?(): void;
   /** The last lines of a node's engine log, when the driver keeps one (null: none yet). */
   logTail?(instanceId: string, maxLines: number): Promise<string | null>;

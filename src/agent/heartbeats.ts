@@ -35,6 +35,7 @@ export class Heartbeats {
   private observing: Promise<void> | null = null;
   private reporting: { done: Promise<void>; startedAt: number } | null = null;
   private reportAgain = false;
+  private observeAgain = false;
 
   constructor(private readonly opts: HeartbeatsOptions) {}
 
@@ -74,6 +75,16 @@ export class Heartbeats {
     }, REPORT_SOON_MS);
   }
 
+  /** A look and a report shortly, before the next heartbeat (news such as a backup landed). */
+  observeSoon(): void {
+    if (this.stopped) return;
+    if (this.observing) {
+      this.observeAgain = true;
+      return;
+    }
+    setImmediate(() => this.tick());
+  }
+
   private tick(): void {
     if (this.stopped) return;
     // The host's last look still runs (a full host under load): report what is known.
@@ -83,6 +94,11 @@ export class Heartbeats {
       .finally(() => {
         this.observing = null;
         this.report({ again: false });
+        // News came while this look ran, maybe after it passed the instance: look again.
+        if (this.observeAgain) {
+          this.observeAgain = false;
+          this.observeSoon();
+        }
       });
   }
 

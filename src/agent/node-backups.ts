@@ -68,6 +68,8 @@ export interface NodeBackupsOptions {
   scratch?: () => VerificationScratch;
   /** Each step of a restore is logged with its duration. */
   log?: Logger;
+  /** A backup landed or got its verdict: the controller should learn it before the next heartbeat. */
+  onNews?: () => void;
 }
 
 export class NodeBackups {
@@ -358,6 +360,7 @@ export class NodeBackups {
     set.annotations[VERIFY_ANNOTATIONS.at] = outcome.at;
     set.annotations[VERIFY_ANNOTATIONS.detail] = outcome.detail;
     if (t.report) t.report = { ...t.report, backups: t.info!.backups.map(backupReportOf) };
+    this.opts.onNews?.();
   }
 
   private startCheck(t: Tracked): void {
@@ -400,6 +403,7 @@ export class NodeBackups {
   }
 
   private async lookAndBackUp(t: Tracked, signal: AbortSignal): Promise<void> {
+    const startedAt = performance.now();
     const br = new PgBackRest(this.paths(t.id).configFile, t.spec.stanza);
     await this.writeConfig(t);
     if (!t.stanzaReady) {
@@ -424,13 +428,29 @@ export class NodeBackups {
     const lineage = t.lineage.timelines;
     const reason = fullBackupDue(t.info!.backups, lineage, this.now(), t.spec.fullEveryHours);
     if (!reason) return;
-    await this.slots.run(() =>
-      this.recordingFailure(t, "backup", signal, () => br.backupFull({ "cellar-reason": reason }, signal)),
-    );
+    const lookedMs = performance.now() - startedAt;
+    const backup = await this.slots.run(async () => {
+      const began = performance.now();
+      await this.recordingFailure(t, "backup", signal, () =>
+        br.backupFull({ "cellar-reason": reason }, signal),
+      );
+      return { waitedMs: began - startedAt - lookedMs, ms: performance.now() - began };
+    });
     t.failure = null;
+    const listedAt = performance.now();
     await this.refreshInfo(t, br, signal);
     status = await readArchiveStatus(t.node.superuserConfig(), t.node.dataDir);
     this.publish(t, status);
+    this.opts.onNews?.();
+    // Where a backup's time went: the look before it, a slot, pgBackRest, the listing after it.
+    this.opts.log?.info("full backup taken", {
+      inst: t.id,
+      reason,
+      look_ms: Math.round(lookedMs),
+      slot_wait_ms: Math.round(backup.waitedMs),
+      backup_ms: Math.round(backup.ms),
+      list_ms: Math.round(performance.now() - listedAt),
+    });
   }
 
   private async refreshInfo(t: Tracked, br: PgBackRest, signal: AbortSignal): Promise<void> {

@@ -16,7 +16,7 @@ import { wrapCommand } from "../runtime/spawn.ts";
 import { ensureServiceAddress, removeServiceAddress } from "../runtime/netns.ts";
 import { waitFor } from "../engines/postgresql/process-watch.ts";
 import type { IsolationRuntime, SandboxLimits } from "../runtime/types.ts";
-import type { DesiredInstance, InstanceDriver, Observation } from "./driver.ts";
+import type { DesiredInstance, DriverEvents, InstanceDriver, Observation } from "./driver.ts";
 import { NodeIsolation, type NodePlacement } from "./node-isolation.ts";
 import { NodeBackups } from "./node-backups.ts";
 import { DiskUsage } from "./disk-usage.ts";
@@ -76,6 +76,8 @@ export class PostgresDriver implements InstanceDriver {
   private readonly appliedSpecs = new Map<string, string>();
   /** HA nodes' CPU: whether their sandbox was last given the switchover's spare CPU. */
   private readonly boosted = new Map<string, boolean>();
+  /** What the agent gave watch() to call when a report should go before the next heartbeat. */
+  private news: (() => void) | null = null;
 
   constructor(private readonly opts: PostgresDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "instances");
@@ -90,17 +92,19 @@ export class PostgresDriver implements InstanceDriver {
         copyKey: (id) => this.isolation.copyKey(id),
       }),
       ...(opts.log ? { log: opts.log } : {}),
+      onNews: () => this.news?.(),
     });
     this.ha = new HaNodes(opts.log ?? null, { nodes: this.backups, dirOf: (id) => this.dirOf(id) });
     this.isolation = new NodeIsolation({ dirOf: (id) => this.dirOf(id), log: opts.log });
   }
 
-  /** `onChange` is called when an instance needs converging before the next heartbeat. */
-  watch(onChange: () => void): void {
-    this.ha.watch(onChange);
+  watch(events: DriverEvents): void {
+    this.ha.watch(events.converge);
+    this.news = events.report;
   }
 
   unwatch(): void {
+    this.news = null;
     this.ha.stopWatching();
   }
 

@@ -1,7 +1,8 @@
 // The agent's loop against a small stand-in for the controller's agent API (HTTP on
 // loopback) and an engine driver whose convergences the test holds and releases: reports
 // go on while a convergence hangs, new instances do not wait for slow ones, a removal is
-// done once, and an instance found down is converged again.
+// done once, an instance found down is converged again, and news the driver announces (a
+// backup landed) is reported before the next heartbeat.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import http from "node:http";
@@ -11,7 +12,7 @@ import path from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { Agent } from "../../src/agent/agent.ts";
 import { ControllerClient } from "../../src/agent/controller-client.ts";
-import type { DesiredInstance, InstanceDriver, Observation } from "../../src/agent/driver.ts";
+import type { DesiredInstance, DriverEvents, InstanceDriver, Observation } from "../../src/agent/driver.ts";
 import { silentLogger } from "../../src/log.ts";
 
 interface WireInstance {
@@ -26,7 +27,7 @@ interface WireInstance {
 
 interface Report {
   at: number;
-  instances: Array<{ id: string; status: string }>;
+  instances: Array<{ id: string; status: string; status_message: string }>;
 }
 
 /** The controller's agent API, as far as the agent's loop uses it. */
@@ -55,9 +56,17 @@ class FakeController {
   }
 
   lastStatus(id: string): string | undefined {
+    return this.lastOf(id)?.status;
+  }
+
+  lastMessage(id: string): string | undefined {
+    return this.lastOf(id)?.status_message;
+  }
+
+  private lastOf(id: string): Report["instances"][number] | undefined {
     for (let i = this.reports.length - 1; i >= 0; i--) {
       const found = this.reports[i]!.instances.find((x) => x.id === id);
-      if (found) return found.status;
+      if (found) return found;
     }
     return undefined;
   }
@@ -99,7 +108,14 @@ class FakeDriver implements InstanceDriver {
   held = new Map<string, { release: () => void; done: Promise<void> }>();
   local = new Set<string>();
   failNext = new Set<string>();
+  /** What observe says of an instance besides its status (news the agent must report). */
+  notes = new Map<string, string>();
+  events: DriverEvents | null = null;
   listings = 0;
+
+  watch(events: DriverEvents): void {
+    this.events = events;
+  }
 
   hold(id: string): void {
     let release = () => {};
@@ -125,7 +141,7 @@ class FakeDriver implements InstanceDriver {
     const up = this.running.has(inst.id);
     return Promise.resolve({
       status: up ? "running" : "stopped",
-      message: "",
+      message: this.notes.get(inst.id) ?? "",
       role: "",
       observedGeneration: up ? inst.specGeneration : 0,
       usage: {},
@@ -177,7 +193,7 @@ describe("agent loop", () => {
     await fs.rm(stateDir, { recursive: true, force: true });
   });
 
-  const startAgent = async () => {
+  const startAgent = async (heartbeatMs = 50) => {
     controller = new FakeController();
     driver = new FakeDriver();
     const client = new ControllerClient({ url: await controller.listen() });
@@ -194,7 +210,7 @@ describe("agent loop", () => {
       joinToken: "join",
       driver,
       log: silentLogger,
-      heartbeatMs: 50,
+      heartbeatMs,
       retryPolicy: { firstMs: 20, maxMs: 100 },
     });
   };
@@ -281,5 +297,21 @@ describe("agent loop", () => {
     await agent.start();
     await until("the orphan removed", () => driver.removes.get("inst-orphan") === 1);
     await until("running", () => controller.lastStatus("inst-a") === "running");
+  });
+
+  it("reports what the driver announces at once, not at the next heartbeat", async () => {
+    // Heartbeats a minute apart: only the announcement can bring the news within the test.
+    await startAgent(60_000);
+    controller.set([inst("inst-a")]);
+    await agent.start();
+    await until(
+      "running (reported after the convergence)",
+      () => controller.lastStatus("inst-a") === "running",
+    );
+    const reports = controller.reports.length;
+    driver.notes.set("inst-a", "a backup landed");
+    driver.events!.report();
+    await until("the news reported", () => controller.lastMessage("inst-a") === "a backup landed", 2000);
+    assert.ok(controller.reports.length > reports);
   });
 });
