@@ -77,24 +77,24 @@ export class Heartbeats {
 
   /** A look and a report shortly, before the next heartbeat (news such as a backup landed). */
   observeSoon(): void {
-    if (this.stopped) return;
-    if (this.observing) {
-      this.observeAgain = true;
-      return;
-    }
-    setImmediate(() => this.tick());
+    if (!this.stopped) setImmediate(() => this.tick({ news: true }));
   }
 
-  private tick(): void {
+  /** A look, then a report; news is reported even if another report is in flight (after it). */
+  private tick(opts: { news: boolean } = { news: false }): void {
     if (this.stopped) return;
-    // The host's last look still runs (a full host under load): report what is known.
-    if (this.observing) return this.report({ again: false });
+    if (this.observing) {
+      // News: once this look ends, another one (it may have passed the instance already).
+      if (opts.news) this.observeAgain = true;
+      // The host's last look still runs (a full host under load): report what is known.
+      else this.report({ again: false });
+      return;
+    }
     this.observing = this.observeAll()
       .catch((err: Error) => this.opts.log.warn("observation failed", { err: err.message }))
       .finally(() => {
         this.observing = null;
-        this.report({ again: false });
-        // News came while this look ran, maybe after it passed the instance: look again.
+        this.report({ again: opts.news });
         if (this.observeAgain) {
           this.observeAgain = false;
           this.observeSoon();
