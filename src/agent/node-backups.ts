@@ -428,13 +428,13 @@ export class NodeBackups {
     const lineage = t.lineage.timelines;
     const reason = fullBackupDue(t.info!.backups, lineage, this.now(), t.spec.fullEveryHours);
     if (!reason) return;
-    const lookedMs = performance.now() - startedAt;
-    const backup = await this.slots.run(async () => {
-      const began = performance.now();
+    const queuedAt = performance.now();
+    const began = await this.slots.run(async () => {
+      const at = performance.now();
       await this.recordingFailure(t, "backup", signal, () =>
         br.backupFull({ "cellar-reason": reason }, signal),
       );
-      return { waitedMs: began - startedAt - lookedMs, ms: performance.now() - began };
+      return at;
     });
     t.failure = null;
     const listedAt = performance.now();
@@ -446,9 +446,9 @@ export class NodeBackups {
     this.opts.log?.info("full backup taken", {
       inst: t.id,
       reason,
-      look_ms: Math.round(lookedMs),
-      slot_wait_ms: Math.round(backup.waitedMs),
-      backup_ms: Math.round(backup.ms),
+      look_ms: Math.round(queuedAt - startedAt),
+      slot_wait_ms: Math.round(began - queuedAt),
+      backup_ms: Math.round(listedAt - began),
       list_ms: Math.round(performance.now() - listedAt),
     });
   }
