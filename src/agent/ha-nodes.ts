@@ -45,6 +45,8 @@ interface Watched {
   stopping: boolean;
   /** The loss was handled; cleared when the node is converged again. */
   lost: boolean;
+  /** The loss's fencing and leader key release, while they run (a restart waits for them). */
+  fencing: Promise<void> | null;
 }
 
 export class HaNodes {
@@ -89,6 +91,7 @@ export class HaNodes {
       caPem: spec.tls.caPem,
       stopping: current?.stopping ?? false,
       lost: current?.lost ?? false,
+      fencing: current?.fencing ?? null,
     };
     this.watched.set(id, entry);
     return entry;
@@ -124,6 +127,10 @@ export class HaNodes {
     if (this.restores && spec.backup) {
       await this.restores.ensure(this.restoreNode(id, spec, patroni, spec.backup, start));
     }
+    // Why: a Patroni started while its dead predecessor's leader key is still held takes
+    // the key back and leads again, and the fencing's kill of the data dir's processes
+    // would then hit the new server. The loss is dealt with first, whoever saw it.
+    await this.fenceIfLost(id, patroni);
     const { started } = await patroni.ensure(spec.settings, spec.tls, start);
     // Watched from the moment it runs: its pid file exists now.
     const entry = this.track(id, spec, patroni);
@@ -147,10 +154,7 @@ export class HaNodes {
       // Why: a converge that sees Patroni die before the watcher does would start it again
       // on the node that still holds the leader key (seen once in 10 benchmark failovers:
       // the killed node led again after 17 s). Whoever sees the death first fences.
-      if (!entry.lost && !entry.stopping && (await patroni.patroniPid()) === null) {
-        entry.lost = true;
-        await this.handleLoss(id, entry);
-      }
+      await this.fenceIfLost(id, patroni);
       return {
         status: "failed",
         message: (err as Error).message,
@@ -403,9 +407,33 @@ export class HaNodes {
     for (const [id, entry] of this.watched) {
       if (entry.stopping || entry.lost) continue;
       if ((await entry.patroni.patroniPid()) !== null) continue;
-      entry.lost = true;
-      void this.handleLoss(id, entry);
+      void this.startFencing(id, entry);
     }
+  }
+
+  /**
+   * A watched node whose Patroni is gone (and that the agent did not stop) is fenced now,
+   * unless that already happened; resolves once any fencing of it has finished.
+   */
+  private async fenceIfLost(id: string, patroni: PatroniNode): Promise<void> {
+    const entry = this.watched.get(id);
+    if (!entry) return;
+    if (!entry.lost && !entry.stopping && (await patroni.patroniPid()) === null) {
+      // The watcher may have seen it meanwhile: then its fencing is the one waited for.
+      if (!entry.lost) void this.startFencing(id, entry);
+    }
+    await entry.fencing;
+  }
+
+  private startFencing(id: string, entry: Watched): Promise<void> {
+    entry.lost = true;
+    const fencing = this.handleLoss(id, entry)
+      .catch((err: Error) => this.log?.warn("fencing failed", { inst: id, err: err.message }))
+      .finally(() => {
+        if (entry.fencing === fencing) entry.fencing = null;
+      });
+    entry.fencing = fencing;
+    return fencing;
   }
 
   private async handleLoss(id: string, entry: Watched): Promise<void> {

@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type pg from "pg";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
+import { nodeDirOf, printPatroniLogs } from "../support/ha.ts";
 
 const HOSTS = [
   { name: "e2e-hab-s1", pool: "shared" as const, az: "osc-fr1-a" },
@@ -76,7 +77,15 @@ describe("continuous backups and PITR of an HA cluster", () => {
         [addonId],
       )
     ).rows;
-  const nodeDir = (n: NodeRow) => path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "node");
+  const nodeDir = (n: NodeRow) => nodeDirOf(cl.dataDir, n);
+  /** A failed wait prints what the store, the agents and each Patroni said. */
+  const withState = <T>(p: Promise<T>): Promise<T> =>
+    p.catch(async (err: Error) => {
+      const all = await nodes();
+      console.log(JSON.stringify({ nodes: all, agents: cl.agentLines.slice(-40) }, null, 1));
+      await printPatroniLogs(cl.dataDir, all, 40);
+      throw err;
+    });
   /** A time strictly between the writes before and after it. */
   const pointBetween = async (c: pg.Client) => {
     await new Promise((r) => setTimeout(r, 50));
@@ -154,12 +163,18 @@ describe("continuous backups and PITR of an HA cluster", () => {
     );
     process.kill(patroniPid, "SIGKILL");
     process.kill(postmasterPid, "SIGKILL");
-    await cl.waitFor(
-      "a write through the gateway after the failover",
-      () =>
-        withClient(async (c) => (await c.query("INSERT INTO ledger (note) VALUES ('after-failover')"), true)),
-      90_000,
+    const killedAt = Date.now();
+    await withState(
+      cl.waitFor(
+        "a write through the gateway after the failover",
+        () =>
+          withClient(
+            async (c) => (await c.query("INSERT INTO ledger (note) VALUES ('after-failover')"), true),
+          ),
+        90_000,
+      ),
     );
+    console.log(`timing: kill to a write through the gateway ${Date.now() - killedAt} ms`);
     assert.ok((await notes()).includes("before-failover"));
     target = await withClient(async (c) => {
       const t = await pointBetween(c);
@@ -167,11 +182,15 @@ describe("continuous backups and PITR of an HA cluster", () => {
       await c.query("UPDATE ledger SET note = 'changed' WHERE note = 'kept-1'");
       return t;
     });
-    await cl.waitFor(
-      "the new leader to be recorded",
-      async () => ((await nodes()).find((n) => n.role === "leader" && n.id !== leader.id) ? true : undefined),
-      60_000,
+    await withState(
+      cl.waitFor(
+        "the new leader to be recorded",
+        async () =>
+          (await nodes()).find((n) => n.role === "leader" && n.id !== leader.id) ? true : undefined,
+        60_000,
+      ),
     );
+    console.log(`timing: kill to the new leader recorded ${Date.now() - killedAt} ms`);
     const after = await waitArchivedPast(target, "the new leader's archive to pass the target");
     // The failover continued the history: the backup before it still opens the window.
     assert.equal(after.earliest_recoverable_at, before.earliest_recoverable_at);
@@ -180,13 +199,15 @@ describe("continuous backups and PITR of an HA cluster", () => {
       [addonId],
     );
     assert.ok(rows[0].timeline >= 2, `timeline ${rows[0].timeline}`);
-    await cl.waitFor(
-      "the old leader to rejoin as a running follower",
-      async () => {
-        const old = (await nodes()).find((n) => n.id === leader.id);
-        return old?.role === "follower" && old.status === "running" ? true : undefined;
-      },
-      90_000,
+    await withState(
+      cl.waitFor(
+        "the old leader to rejoin as a running follower",
+        async () => {
+          const old = (await nodes()).find((n) => n.id === leader.id);
+          return old?.role === "follower" && old.status === "running" ? true : undefined;
+        },
+        90_000,
+      ),
     );
   });
 

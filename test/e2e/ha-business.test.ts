@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
+import { printPatroniLogs } from "../support/ha.ts";
 
 const HOSTS = [
   { name: "e2e-ha-s1", pool: "shared" as const, az: "osc-fr1-a" },
@@ -164,10 +165,7 @@ describe("Business PostgreSQL add-on: an HA cluster with automatic failover", ()
       )
       .catch(async (err: Error) => {
         // What each node's Patroni said: the failure is otherwise hard to read.
-        for (const n of await nodes()) {
-          const log = await fs.readFile(path.join(nodeDir(n), "patroni.log"), "utf8").catch(() => "");
-          console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-25).join("\n")}`);
-        }
+        await printPatroniLogs(cl.dataDir, await nodes(), 25);
         throw err;
       });
     console.log(`timing: kill to first write through the gateway ${Date.now() - killedAt} ms`);

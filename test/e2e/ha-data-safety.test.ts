@@ -5,8 +5,6 @@
 // old leader acknowledged until the writer's session to it failed: a backend outlives its
 // killed postmaster for a moment. The count lost is printed and checked against it.
 import assert from "node:assert/strict";
-import fs from "node:fs/promises";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
 import {
@@ -14,7 +12,7 @@ import {
   haNodes,
   killPatroniAndPostgres,
   lostAcks,
-  nodeDirOf,
+  printPatroniLogs,
   SequentialWriter,
   streamingTo,
 } from "../support/ha.ts";
@@ -47,12 +45,7 @@ describe("Business PostgreSQL add-on: no acknowledged row lost beyond the asynch
   /** What each Patroni said last: a failed wait is otherwise hard to read. */
   const withLogs = async <T>(p: Promise<T>): Promise<T> =>
     p.catch(async (err: Error) => {
-      for (const n of await nodes()) {
-        const log = await fs
-          .readFile(path.join(nodeDirOf(cl.dataDir, n), "patroni.log"), "utf8")
-          .catch(() => "");
-        console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-20).join("\n")}`);
-      }
+      await printPatroniLogs(cl.dataDir, await nodes(), 20);
       throw err;
     });
 

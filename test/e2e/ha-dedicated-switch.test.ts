@@ -7,13 +7,12 @@
 // acknowledged write is lost, the rows are all there after each step, and the longest write
 // pause of each step is printed.
 import assert from "node:assert/strict";
-import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { volumeUsage } from "../../src/runtime/volume.ts";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
-import { lostAcks, SequentialWriter, type Ack } from "../support/ha.ts";
+import { lostAcks, printPatroniLogs, SequentialWriter, type Ack } from "../support/ha.ts";
 
 const probe = await probeIsolation();
 // Room for the 8192 plans (160 GB volumes, sparse) on each dedicated host.
@@ -95,11 +94,7 @@ describe(
     async function printState(): Promise<void> {
       const [db] = await q("SELECT phase, phase_reason FROM databases WHERE id = $1", [id]);
       console.log(JSON.stringify({ db, instances: await instances() }, null, 1));
-      for (const n of await nodes()) {
-        const file = path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "node", "patroni.log");
-        const log = await fs.readFile(file, "utf8").catch(() => "");
-        console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-30).join("\n")}`);
-      }
+      await printPatroniLogs(cl.dataDir, await nodes());
     }
 
     /** Changes the plan with a writer through the URL; checks no acknowledged row was lost. */

@@ -4,13 +4,18 @@
 // reaches the region's etcd through the node's link to its host. Enterprise replicates
 // synchronously: a killed leader loses no acknowledged row, ever.
 import assert from "node:assert/strict";
-import fs from "node:fs/promises";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { listNodeNetns, nodeNetNames } from "../../src/runtime/netns.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
-import { haNodes, killPatroniAndPostgres, lostAcks, SequentialWriter, type HaNode } from "../support/ha.ts";
+import {
+  haNodes,
+  killPatroniAndPostgres,
+  lostAcks,
+  printPatroniLogs,
+  SequentialWriter,
+  type HaNode,
+} from "../support/ha.ts";
 
 const probe = await probeIsolation();
 const HOSTS = [
@@ -66,7 +71,7 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
         const { rows: ids } = await cl.controller.deps.db.query("SELECT id FROM databases WHERE name = $1", [
           name,
         ]);
-        if (ids[0]) await printPatroniLogs(cl, await haNodes(cl.controller.deps.db, ids[0].id));
+        if (ids[0]) await printPatroniLogs(cl.dataDir, await haNodes(cl.controller.deps.db, ids[0].id));
         throw err;
       });
   const nodesOf = (name: string) => haNodes(cl.controller.deps.db, dbs.get(name)!.id);
@@ -89,7 +94,7 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
         "its own public endpoint",
       );
       const nodes = await nodesOf(name);
-      if (process.env.CELLAR_TEST_LOG) await printPatroniLogs(cl, nodes);
+      if (process.env.CELLAR_TEST_LOG) await printPatroniLogs(cl.dataDir, nodes);
       assert.equal(nodes.length, count);
       assert.equal(new Set(nodes.map((n) => AZ.get(n.host))).size, count, "one node per AZ");
       assert.deepEqual(nodes.map((n) => n.role).sort(), [
@@ -137,7 +142,7 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
           90_000,
         )
         .catch(async (err: Error) => {
-          await printPatroniLogs(cl, await nodesOf(name));
+          await printPatroniLogs(cl.dataDir, await nodesOf(name));
           throw new Error(`${err.message}; writer's last error: ${writer.lastError}`);
         });
       await after(leader, killedAt, writer);
@@ -224,11 +229,3 @@ describe("Dedicated HA databases", { skip: probe.netns.ok ? false : probe.netns.
     assert.equal(left[0]!.n, 0, "the nodes' keys went with them");
   });
 });
-
-async function printPatroniLogs(cl: Cluster, nodes: HaNode[]): Promise<void> {
-  for (const n of nodes) {
-    const dir = path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "node");
-    const log = await fs.readFile(path.join(dir, "patroni.log"), "utf8").catch(() => "");
-    console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-30).join("\n")}`);
-  }
-}

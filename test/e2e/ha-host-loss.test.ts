@@ -28,7 +28,7 @@ import { inNetns, links, listNodeNetns, netnsPids, nodeNetNames } from "../../sr
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { listVpcs, vpcNames } from "../../src/runtime/vpc.ts";
 import { connectVerified, startCluster, type Cluster } from "../support/cluster.ts";
-import { haNodes, lostAcks, nodeDirOf, SequentialWriter, type HaNode } from "../support/ha.ts";
+import { haNodes, lostAcks, printPatroniLogs, SequentialWriter, type HaNode } from "../support/ha.ts";
 
 const probe = await probeIsolation();
 const HOSTS = [
@@ -199,12 +199,7 @@ describe(
         [id],
       );
       console.log(JSON.stringify({ db, inst, writerError: writer?.lastError }, null, 1));
-      for (const n of await nodes()) {
-        const log = await fs
-          .readFile(path.join(nodeDirOf(cl.dataDir, n), "patroni.log"), "utf8")
-          .catch(() => "");
-        console.log(`patroni of ${n.id} on ${n.host}:\n${log.split("\n").slice(-25).join("\n")}`);
-      }
+      await printPatroniLogs(cl.dataDir, await nodes(), 25);
     };
     const withState = <T>(p: Promise<T>): Promise<T> =>
       p.catch(async (err: Error) => {

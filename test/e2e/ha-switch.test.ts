@@ -12,7 +12,7 @@ import { createIsolationRuntime } from "../../src/runtime/factory.ts";
 import { sandboxNameFor } from "../../src/runtime/limits.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { startCluster, connectVerified, type Cluster } from "../support/cluster.ts";
-import { SequentialWriter, lostAcks, type Ack } from "../support/ha.ts";
+import { SequentialWriter, lostAcks, printPatroniLogs, type Ack } from "../support/ha.ts";
 
 const HOSTS = [
   { name: "e2e-sw-s1", pool: "shared" as const, az: "osc-fr1-a" },
@@ -122,11 +122,11 @@ describe("Shared add-on: Starter -> Business -> resize -> Starter, URL and data 
         )
         .catch(async (err: Error) => {
           // What each node's Patroni said: the failure is otherwise hard to read.
-          for (const n of (await instances()).filter((i) => i.kind === "node")) {
-            const file = path.join(cl.dataDir, "hosts", n.host, "instances", n.id, "node", "patroni.log");
-            const log = await fs.readFile(file, "utf8").catch(() => "");
-            console.log(`patroni of ${n.id} (${n.role}):\n${log.split("\n").slice(-40).join("\n")}`);
-          }
+          await printPatroniLogs(
+            cl.dataDir,
+            (await instances()).filter((i) => i.kind === "node"),
+            40,
+          );
           throw err;
         });
     } finally {

@@ -4,7 +4,7 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
+import type pg from "pg";
 import { loadConfig } from "../../src/config.ts";
 import { INTERNAL_CA } from "../../src/engines/tls/pki.ts";
 import { createLogger } from "../../src/log.ts";
@@ -14,6 +14,7 @@ import { createIsolationRuntime } from "../../src/runtime/factory.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
 import { insertToken, insertUser } from "../../src/store/users.store.ts";
 import { freshDb, type TestDb } from "./db.ts";
+import { connectOnce } from "./ha.ts";
 
 export async function freePort(host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -168,17 +169,5 @@ export async function startCluster(opts: {
 }
 
 /** Connects with the URL's credentials, verifying the server certificate against the CA. */
-export async function connectVerified(url: string, ca: string): Promise<pg.Client> {
-  const u = new URL(url);
-  const client = new pg.Client({
-    host: u.hostname,
-    port: Number(u.port),
-    user: decodeURIComponent(u.username),
-    password: decodeURIComponent(u.password),
-    database: u.pathname.slice(1),
-    ssl: { ca, rejectUnauthorized: true },
-    connectionTimeoutMillis: 5000,
-  });
-  await client.connect();
-  return client;
-}
+export const connectVerified = (url: string, ca: string): Promise<pg.Client> =>
+  connectOnce(url, ca, 5000, undefined);

@@ -35,6 +35,18 @@ export async function haNodes(db: Queryable, databaseId: string): Promise<HaNode
 export const nodeDirOf = (dataDir: string, node: Pick<HaNode, "host" | "id">): string =>
   path.join(dataDir, "hosts", node.host, "instances", node.id, "node");
 
+/** The last lines of each node's Patroni log, printed: a failed wait is otherwise hard to read. */
+export async function printPatroniLogs(
+  dataDir: string,
+  nodes: Array<Pick<HaNode, "host" | "id" | "role">>,
+  lines = 30,
+): Promise<void> {
+  for (const n of nodes) {
+    const log = await fs.readFile(path.join(nodeDirOf(dataDir, n), "patroni.log"), "utf8").catch(() => "");
+    console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${log.split("\n").slice(-lines).join("\n")}`);
+  }
+}
+
 /** The part of Patroni's GET /patroni answer these checks read. */
 export interface PatroniStatus {
   state?: string;
@@ -212,8 +224,13 @@ export class SequentialWriter {
   }
 }
 
-/** A verify-full session through `url`, with connect and query timeouts. */
-export async function connectOnce(url: string, ca: string, timeoutMs: number): Promise<pg.Client> {
+/** A verify-full session through `url`, with a connect timeout and, if given, a query timeout. */
+export async function connectOnce(
+  url: string,
+  ca: string,
+  timeoutMs: number,
+  queryTimeoutMs: number | undefined = timeoutMs,
+): Promise<pg.Client> {
   const u = new URL(url);
   const client = new pg.Client({
     host: u.hostname,
@@ -223,9 +240,10 @@ export async function connectOnce(url: string, ca: string, timeoutMs: number): P
     database: u.pathname.slice(1),
     ssl: { ca, rejectUnauthorized: true },
     connectionTimeoutMillis: timeoutMs,
-    query_timeout: timeoutMs,
+    ...(queryTimeoutMs !== undefined ? { query_timeout: queryTimeoutMs } : {}),
   });
-  // A session cut by the gateway emits 'error' outside any query: keep it from crashing us.
+  // A session cut while idle (a failover, a restart, the gateway) emits 'error' outside any
+  // query; a query on it still fails, so the caller sees the cut without the process crashing.
   client.on("error", () => undefined);
   try {
     await client.connect();
