@@ -100,6 +100,11 @@ export class Agent {
     this.opts.driver.watch?.({
       converge: () => this.kickConverge({ full: true }),
       report: () => this.heartbeats.observeSoon(),
+      // A node lost while it converges: its last report (a running leader) is not kept meanwhile.
+      observed: (id, obs) => {
+        this.heartbeats.record(id, obs);
+        this.heartbeats.reportSoon();
+      },
     });
     this.pollAbort = this.pollLoop();
     this.heartbeats.start();

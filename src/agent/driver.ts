@@ -32,6 +32,8 @@ export interface Observation {
 export interface DriverEvents {
   converge: () => void;
   report: () => void;
+  /** What an instance is now, learnt outside a convergence or a look (its Patroni died). */
+  observed: (id: string, obs: Observation) => void;
 }
 
 export interface InstanceDriver {
@@ -45,7 +47,8 @@ export interface InstanceDriver {
   listLocal(): Promise<string[]>;
   /**
    * Calls `converge` when an instance needs converging before the next heartbeat (a lost
-   * Patroni), `report` when the controller should learn something before it (a backup landed).
+   * Patroni), `report` when the controller should learn something before it (a backup landed),
+   * `observed` with an instance's new state when it changed under a convergence in flight.
    */
   watch?(events: DriverEvents): void;
   unwatch?(): void;

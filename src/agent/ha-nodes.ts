@@ -11,7 +11,7 @@ import { PatroniNode, type PatroniState } from "../engines/postgresql/patroni-no
 import { findProcessesUsing, signalProcess, waitFor } from "../engines/postgresql/process-watch.ts";
 import type { Logger } from "../log.ts";
 import type { NodeSpec } from "../reconciler/instance-spec.ts";
-import type { Observation } from "./driver.ts";
+import type { DriverEvents, Observation } from "./driver.ts";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { PatroniRest } from "../engines/postgresql/patroni-rest.ts";
@@ -52,7 +52,7 @@ interface Watched {
 export class HaNodes {
   private readonly watched = new Map<string, Watched>();
   private timer: NodeJS.Timeout | undefined;
-  private onLost: (() => void) | null = null;
+  private events: Pick<DriverEvents, "converge" | "observed"> | null = null;
   /** Switchovers this agent already asked Patroni for (one attempt each). */
   private readonly switchoversAsked = new Set<string>();
 
@@ -71,9 +71,9 @@ export class HaNodes {
     return spec.ha !== undefined;
   }
 
-  /** Starts watching; `onLost` asks the agent for a convergence pass. */
-  watch(onLost: () => void): void {
-    this.onLost = onLost;
+  /** Starts watching; a loss is told (`observed`) and the node converged again (`converge`). */
+  watch(events: Pick<DriverEvents, "converge" | "observed">): void {
+    this.events = events;
     this.timer ??= setInterval(() => void this.check(), WATCH_MS);
     this.timer.unref();
   }
@@ -210,7 +210,7 @@ export class HaNodes {
       const node = this.restoreNode(id, spec, patroni, spec.backup!, { forceTls: spec.forceTls });
       // The restorer asked the cluster to stop: this standby's convergence then waits for it.
       void this.restores.stopIfAsked(node).then(
-        (stopped) => stopped && this.onLost?.(),
+        (stopped) => stopped && this.events?.converge(),
         (err: Error) =>
           this.log?.warn("cannot stop for the cluster's restore", { inst: id, err: err.message }),
       );
@@ -288,7 +288,7 @@ export class HaNodes {
       .finally(() => {
         finished = true;
         // The roles changed: converge and report now rather than at the next heartbeat.
-        this.onLost?.();
+        this.events?.converge();
       });
   }
 
@@ -443,8 +443,16 @@ export class HaNodes {
     // A postmaster killed outright leaves its backends for a moment, and they can still
     // commit and acknowledge: kill them too (found by their working directory, the data dir).
     for (const pid of await findProcessesUsing(entry.patroni.pg.dataDir)) signalProcess(pid, "SIGKILL");
+    // Told now: a convergence in flight would otherwise leave it reported as it was (a leader).
+    this.events?.observed(id, {
+      status: "restarting",
+      message: "patroni died: the node was fenced and is started again",
+      role: "",
+      observedGeneration: 0,
+      usage: {},
+    });
     const { ha } = entry;
-    if (!ha.releaseLeaderOnLoss) return this.onLost?.();
+    if (!ha.releaseLeaderOnLoss) return this.events?.converge();
     try {
       const released = await this.etcdOf(ha, entry.caPem).deleteIfValue(leaderKeyOf(ha), ha.member);
       if (released) this.log?.info("leader key released: a standby takes over", { inst: id });
@@ -454,7 +462,7 @@ export class HaNodes {
         err: (err as Error).message,
       });
     }
-    this.onLost?.();
+    this.events?.converge();
   }
 
   private etcdOf(ha: HaSpec, caPem: string): EtcdClient {

@@ -99,7 +99,7 @@ export class PostgresDriver implements InstanceDriver {
   }
 
   watch(events: DriverEvents): void {
-    this.ha.watch(events.converge);
+    this.ha.watch(events);
     this.news = events.report;
   }
 

@@ -314,4 +314,25 @@ describe("agent loop", () => {
     await until("the news reported", () => controller.lastMessage("inst-a") === "a backup landed", 2000);
     assert.ok(controller.reports.length > reports);
   });
+
+  it("reports what the driver tells of an instance while it converges, then what the convergence found", async () => {
+    await startAgent(60_000);
+    controller.set([inst("inst-a")]);
+    await agent.start();
+    await until("running", () => controller.lastStatus("inst-a") === "running");
+    // A lost Patroni: the node converges again (held here), and is told restarting meanwhile.
+    driver.hold("inst-a");
+    driver.events!.converge();
+    await until("the convergence under way", () => driver.converges.get("inst-a") === 2);
+    driver.events!.observed("inst-a", {
+      status: "restarting",
+      message: "fenced",
+      role: "",
+      observedGeneration: 0,
+      usage: {},
+    });
+    await until("restarting reported", () => controller.lastStatus("inst-a") === "restarting", 2000);
+    driver.release("inst-a");
+    await until("running again", () => controller.lastStatus("inst-a") === "running", 2000);
+  });
 });

@@ -83,7 +83,7 @@ describe("continuous backups and PITR of an HA cluster", () => {
     p.catch(async (err: Error) => {
       const all = await nodes();
       console.log(JSON.stringify({ nodes: all, agents: cl.agentLines.slice(-40) }, null, 1));
-      await printPatroniLogs(cl.dataDir, all, 40);
+      await printPatroniLogs(cl.dataDir, all, 80);
       throw err;
     });
   /** A time strictly between the writes before and after it. */

@@ -11,8 +11,8 @@ import { after, before, describe, it } from "node:test";
 import { createIsolationRuntime } from "../../src/runtime/factory.ts";
 import { sandboxNameFor } from "../../src/runtime/limits.ts";
 import { probeIsolation } from "../../src/runtime/probe.ts";
-import { startCluster, connectVerified, type Cluster } from "../support/cluster.ts";
-import { SequentialWriter, lostAcks, printPatroniLogs, type Ack } from "../support/ha.ts";
+import { startCluster, type Cluster } from "../support/cluster.ts";
+import { connectSoon, SequentialWriter, lostAcks, printPatroniLogs, type Ack } from "../support/ha.ts";
 
 const HOSTS = [
   { name: "e2e-sw-s1", pool: "shared" as const, az: "osc-fr1-a" },
@@ -89,7 +89,7 @@ describe("Shared add-on: Starter -> Business -> resize -> Starter, URL and data 
     return vars.find((v: { name: string }) => v.name === "SCALINGO_POSTGRESQL_URL").value as string;
   };
   const sql = async (text: string) => {
-    const client = await connectVerified(url, ca);
+    const client = await connectSoon(url, ca);
     try {
       return (await client.query(text)).rows;
     } finally {

@@ -170,4 +170,4 @@ export async function startCluster(opts: {
 
 /** Connects with the URL's credentials, verifying the server certificate against the CA. */
 export const connectVerified = (url: string, ca: string): Promise<pg.Client> =>
-  connectOnce(url, ca, 5000, undefined);
+  connectOnce(url, ca, 5000, null);

@@ -35,15 +35,30 @@ export async function haNodes(db: Queryable, databaseId: string): Promise<HaNode
 export const nodeDirOf = (dataDir: string, node: Pick<HaNode, "host" | "id">): string =>
   path.join(dataDir, "hosts", node.host, "instances", node.id, "node");
 
-/** The last lines of each node's Patroni log, printed: a failed wait is otherwise hard to read. */
+/**
+ * The last lines of each node's Patroni log and PostgreSQL log, printed: a failed wait is
+ * otherwise hard to read. Patroni's tracebacks of health checks cut short are left out.
+ */
 export async function printPatroniLogs(
   dataDir: string,
   nodes: Array<Pick<HaNode, "host" | "id" | "role">>,
   lines = 30,
 ): Promise<void> {
+  const tail = (text: string, n: number) => text.split("\n").slice(-n).join("\n");
   for (const n of nodes) {
-    const log = await fs.readFile(path.join(nodeDirOf(dataDir, n), "patroni.log"), "utf8").catch(() => "");
-    console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${log.split("\n").slice(-lines).join("\n")}`);
+    const dir = nodeDirOf(dataDir, n);
+    const log = await fs.readFile(path.join(dir, "patroni.log"), "utf8").catch(() => "");
+    const kept = log
+      .split("\n")
+      .filter((l) => !/^\s|^Traceback|SSLEOFError|Exception happened during processing of request/.test(l));
+    console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${tail(kept.join("\n"), lines)}`);
+    const pgLogs = (await fs.readdir(path.join(dir, "log")).catch(() => [] as string[]))
+      .filter((f) => f.startsWith("postgresql-"))
+      .sort();
+    const latest = pgLogs.at(-1);
+    if (!latest) continue;
+    const pgLog = await fs.readFile(path.join(dir, "log", latest), "utf8").catch(() => "");
+    console.log(`postgresql of ${n.id} (${latest}):\n${tail(pgLog, lines)}`);
   }
 }
 
@@ -224,12 +239,12 @@ export class SequentialWriter {
   }
 }
 
-/** A verify-full session through `url`, with a connect timeout and, if given, a query timeout. */
+/** A verify-full session through `url`, with a connect timeout and a query timeout (null: none). */
 export async function connectOnce(
   url: string,
   ca: string,
   timeoutMs: number,
-  queryTimeoutMs: number | undefined = timeoutMs,
+  queryTimeoutMs: number | null = timeoutMs,
 ): Promise<pg.Client> {
   const u = new URL(url);
   const client = new pg.Client({
@@ -240,7 +255,7 @@ export async function connectOnce(
     database: u.pathname.slice(1),
     ssl: { ca, rejectUnauthorized: true },
     connectionTimeoutMillis: timeoutMs,
-    ...(queryTimeoutMs !== undefined ? { query_timeout: queryTimeoutMs } : {}),
+    ...(queryTimeoutMs !== null ? { query_timeout: queryTimeoutMs } : {}),
   });
   // A session cut while idle (a failover, a restart, the gateway) emits 'error' outside any
   // query; a query on it still fails, so the caller sees the cut without the process crashing.
@@ -254,9 +269,26 @@ export async function connectOnce(
   return client;
 }
 
+/**
+ * A session through `url`, its connection retried for up to `ms`: just after a restart the
+ * gateway's health check (every 500 ms) may not route to the node yet and closes the session
+ * at once. Only the connection is retried, never a statement.
+ */
+export async function connectSoon(url: string, ca: string, ms = 15_000): Promise<pg.Client> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await connectOnce(url, ca, 5000, null);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
 /** Acknowledged inserts whose rows are absent from the table now. */
 export async function lostAcks(url: string, ca: string, table: string, acks: Ack[]): Promise<Ack[]> {
-  const client = await connectOnce(url, ca, 10_000);
+  const client = await connectSoon(url, ca);
   try {
     const { rows } = await client.query<{ n: number }>(`SELECT n FROM ${table}`);
     const present = new Set(rows.map((r) => r.n));
