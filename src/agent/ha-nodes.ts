@@ -454,8 +454,12 @@ export class HaNodes {
     const { ha } = entry;
     if (!ha.releaseLeaderOnLoss) return this.events?.converge();
     try {
-      const released = await this.etcdOf(ha, entry.caPem).deleteIfValue(leaderKeyOf(ha), ha.member);
-      if (released) this.log?.info("leader key released: a standby takes over", { inst: id });
+      const etcd = this.etcdOf(ha, entry.caPem);
+      const released = await etcd.deleteIfValue(leaderKeyOf(ha), ha.member);
+      if (released) {
+        this.log?.info("leader key released: a standby takes over", { inst: id });
+        await this.awaitNewLeader(id, ha, etcd);
+      }
     } catch (err) {
       this.log?.warn("could not release the leader key; the standbys wait for its TTL", {
         inst: id,
@@ -463,6 +467,30 @@ export class HaNodes {
       });
     }
     this.events?.converge();
+  }
+
+  /**
+   * Why: a Patroni that starts while no member holds the leader key starts its server as a
+   * standby with nobody to follow (no primary_conninfo), and then waits for that start for
+   * ever (seen in CI: the old leader "still starting up as a standby" 100 s on). The lost
+   * node is started again once a standby leads, or after a TTL and a loop if none does
+   * (it may then lead again itself).
+   */
+  private async awaitNewLeader(id: string, ha: HaSpec, etcd: EtcdClient): Promise<void> {
+    const started = performance.now();
+    const deadline = started + (ha.timing.ttl + ha.timing.loopWait) * 1000;
+    while (performance.now() < deadline) {
+      const holder = await etcd.get(leaderKeyOf(ha)).catch(() => null);
+      if (holder !== null && holder !== ha.member) {
+        const ms = Math.round(performance.now() - started);
+        this.log?.info("a standby leads: the lost node follows it", { inst: id, leader: holder, ms });
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    this.log?.warn("no standby took the leader key: the lost node starts again without waiting", {
+      inst: id,
+    });
   }
 
   private etcdOf(ha: HaSpec, caPem: string): EtcdClient {
