@@ -5,6 +5,8 @@
 // Usage: npx tsx bench/density.ts [--count=300 | --quick] [--concurrency=25] [--settle-s=60]
 //                   [--budget-min=15] [--max-failures=10] [--plan=postgresql-starter-512]
 //                   [--profile-at=N [--profile-s=40]]  (CPU profile of the agent once N run)
+//                   [--backups-settled-min=N]  (first wait up to N min for every first full
+//                   backup to be taken and verified: the idle minute is then the steady state)
 import os from "node:os";
 import { loadConfig } from "../src/config.ts";
 import { findPlan } from "../src/domain/catalog.ts";
@@ -44,6 +46,7 @@ const MAX_FAILURES = intFlag(flags, "max-failures", 10);
 const PLAN_ID = flags.get("plan") ?? "postgresql-starter-512";
 const PROFILE_AT = flags.has("profile-at") ? intFlag(flags, "profile-at", 0) : null;
 const PROFILE_S = intFlag(flags, "profile-s", 40);
+const BACKUPS_SETTLED_MS = intFlag(flags, "backups-settled-min", 0, 0) * 60_000;
 const OVERCOMMIT = 8;
 const SUBNET = 92;
 const HOST = "bench-dens-s1";
@@ -64,6 +67,32 @@ interface Tracked {
   created: Array<{ app: string; addonId: string }>;
   running: Provisioned[];
   profiling?: Promise<void>;
+}
+
+/**
+ * Waits until every running database has a verified (or failed) full backup, printing
+ * progress every 30 s, at most --backups-settled-min: each new database's first full backup
+ * and its verification (one at a time per host) otherwise run through the idle minute.
+ */
+async function waitBackupsSettled(c: BenchCellar, running: Provisioned[]): Promise<void> {
+  const ids = running.map((p) => p.addonId);
+  const started = performance.now();
+  let lastPrint = 0;
+  for (;;) {
+    const { rows } = await c.controller.deps.db.query<{ n: number }>(
+      `SELECT count(DISTINCT database_id)::int AS n FROM base_backups
+       WHERE database_id = ANY($1) AND verification_status <> 'pending'`,
+      [ids],
+    );
+    const settled = rows[0]!.n;
+    const elapsed = performance.now() - started;
+    if (settled >= ids.length || elapsed > BACKUPS_SETTLED_MS || elapsed - lastPrint > 30_000) {
+      console.log(`first full backups verified: ${settled}/${ids.length} after ${ms(elapsed)}`);
+      lastPrint = elapsed;
+    }
+    if (settled >= ids.length || elapsed > BACKUPS_SETTLED_MS) return;
+    await new Promise((r) => setTimeout(r, 2000));
+  }
 }
 
 /** A CPU profile of the agent while provisioning goes on (where its main thread's time goes). */
@@ -158,6 +187,7 @@ async function main(): Promise<void> {
     );
     for (const f of prov.failures.slice(0, 10)) console.log(`  failed: ${f}`);
     await tracked.profiling;
+    if (BACKUPS_SETTLED_MS > 0) await waitBackupsSettled(cellar, running);
 
     console.log(`idle for ${SETTLE_S} s before measuring (CPU of the instances is counted meanwhile)...`);
     const agentPid = cellar.fleet.processOf(HOST)?.pid;
