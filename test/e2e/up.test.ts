@@ -9,15 +9,17 @@ import { after, describe, it } from "node:test";
 import { REPO_ROOT } from "../../src/config.ts";
 import { freePort } from "../support/cluster.ts";
 
-async function processesMentioning(text: string): Promise<number[]> {
-  const pids: number[] = [];
+/** Live processes whose command line mentions `text`: their pid and command line. */
+async function processesMentioning(text: string): Promise<string[]> {
+  const found: string[] = [];
   for (const entry of await fs.readdir("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
     const stat = await fs.readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    if (cmdline.includes(text) && !/^\d+ \(.*\) Z/.test(stat)) pids.push(Number(entry));
+    if (cmdline.includes(text) && !/^\d+ \(.*\) Z/.test(stat))
+      found.push(`${entry} ${cmdline.replaceAll("\0", " ").trim().slice(0, 200)}`);
   }
-  return pids;
+  return found;
 }
 
 async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 90_000): Promise<T> {
@@ -113,12 +115,17 @@ describe("cellar up (all-in-one)", () => {
     await until("the banner", () => Promise.resolve(up.output().includes("Cellar is up") ? true : undefined));
     return up;
   };
-  const noneLeft = (dataDir: string) =>
-    until(
+  /** Every process of the data dir gone; a loaded machine's store may take a while to stop. */
+  const noneLeft = async (dataDir: string) => {
+    let left: string[] = [];
+    await until(
       "every process of this data dir to exit",
-      async () => ((await processesMentioning(dataDir)).length === 0 ? true : undefined),
-      20_000,
-    );
+      async () => ((left = await processesMentioning(dataDir)).length === 0 ? true : undefined),
+      60_000,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; still running: ${left.join(" | ")}`);
+    });
+  };
 
   it("starts store, API and five local hosts, prints how to log in, and stops cleanly on Ctrl-C", async () => {
     const dataDir = await newDataDir();

@@ -91,6 +91,10 @@ describe("Patroni configuration", () => {
     assert.equal(biz.synchronous_mode_strict, false);
   });
 
+  it("never lets a member on an older timeline than the cluster's lead", () => {
+    assert.equal(render("127.44.0.1").bootstrap.dcs.check_timeline, true);
+  });
+
   it("lets the replication role in over TLS with a client certificate only", () => {
     const hba = render("127.44.0.1").postgresql.pg_hba as string[];
     assert.ok(

@@ -50,7 +50,12 @@ export async function printPatroniLogs(
     const log = await fs.readFile(path.join(dir, "patroni.log"), "utf8").catch(() => "");
     const kept = log
       .split("\n")
-      .filter((l) => !/^\s|^Traceback|SSLEOFError|Exception happened during processing of request/.test(l));
+      .filter(
+        (l) =>
+          !/^\s|Traceback \(most recent call last\)|SSLEOFError|Exception happened during processing of request/.test(
+            l,
+          ),
+      );
     console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${tail(kept.join("\n"), lines)}`);
     const pgLogs = (await fs.readdir(path.join(dir, "log")).catch(() => [] as string[]))
       .filter((f) => f.startsWith("postgresql-"))

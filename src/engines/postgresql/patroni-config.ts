@@ -172,6 +172,11 @@ function bootstrapSection(ha: HaSpec, global: Record<string, string | number>) {
       loop_wait: ha.timing.loopWait,
       retry_timeout: ha.timing.retryTimeout,
       maximum_lag_on_failover: MAXIMUM_LAG_ON_FAILOVER_BYTES,
+      // A member on an older timeline than the cluster's never leads: an old leader cut off
+      // and back (still on its timeline, not yet rewound) would otherwise win the race when
+      // the new leader's key lapses, and the new timeline's acknowledged writes would be lost
+      // (seen once in the network-cut e2e under a loaded machine).
+      check_timeline: true,
       synchronous_mode: ha.synchronous && ha.adopted !== true,
       // Enterprise never acknowledges a commit that only the primary has, even alone.
       synchronous_mode_strict: ha.synchronous && ha.adopted !== true,
