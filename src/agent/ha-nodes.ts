@@ -470,9 +470,9 @@ export class HaNodes {
   }
 
   /**
-   * Why: a Patroni that starts while no member holds the leader key starts its server as a
-   * standby with nobody to follow (no primary_conninfo), and then waits for that start for
-   * ever (seen in CI: the old leader "still starting up as a standby" 100 s on). The lost
+   * Why: a Patroni that starts while no member holds the leader key sets its server up as a
+   * standby with nobody to follow, and Patroni puts no time limit on a standby's start (an
+   * old leader was seen "still starting up as a standby" 100 s on, most likely so). The lost
    * node is started again once a standby leads, or after a TTL and a loop if none does
    * (it may then lead again itself).
    */
