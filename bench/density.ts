@@ -86,11 +86,12 @@ async function waitBackupsSettled(c: BenchCellar, running: Provisioned[]): Promi
     );
     const settled = rows[0]!.n;
     const elapsed = performance.now() - started;
-    if (settled >= ids.length || elapsed > BACKUPS_SETTLED_MS || elapsed - lastPrint > 30_000) {
+    const done = settled >= ids.length || elapsed > BACKUPS_SETTLED_MS;
+    if (done || elapsed - lastPrint > 30_000) {
       console.log(`first full backups verified: ${settled}/${ids.length} after ${ms(elapsed)}`);
       lastPrint = elapsed;
     }
-    if (settled >= ids.length || elapsed > BACKUPS_SETTLED_MS) return;
+    if (done) return;
     await new Promise((r) => setTimeout(r, 2000));
   }
 }

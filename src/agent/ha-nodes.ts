@@ -478,19 +478,25 @@ export class HaNodes {
    */
   private async awaitNewLeader(id: string, ha: HaSpec, etcd: EtcdClient): Promise<void> {
     const started = performance.now();
-    const deadline = started + (ha.timing.ttl + ha.timing.loopWait) * 1000;
-    while (performance.now() < deadline) {
-      const holder = await etcd.get(leaderKeyOf(ha)).catch(() => null);
-      if (holder !== null && holder !== ha.member) {
-        const ms = Math.round(performance.now() - started);
-        this.log?.info("a standby leads: the lost node follows it", { inst: id, leader: holder, ms });
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    let holder = null as string | null;
+    try {
+      await waitFor(
+        "a standby to hold the leader key",
+        async () => {
+          holder = await etcd.get(leaderKeyOf(ha)).catch(() => null);
+          return holder !== null && holder !== ha.member;
+        },
+        (ha.timing.ttl + ha.timing.loopWait) * 1000,
+        100,
+      );
+    } catch {
+      this.log?.warn("no standby took the leader key: the lost node starts again without waiting", {
+        inst: id,
+      });
+      return;
     }
-    this.log?.warn("no standby took the leader key: the lost node starts again without waiting", {
-      inst: id,
-    });
+    const ms = Math.round(performance.now() - started);
+    this.log?.info("a standby leads: the lost node follows it", { inst: id, leader: holder, ms });
   }
 
   private etcdOf(ha: HaSpec, caPem: string): EtcdClient {

@@ -44,7 +44,6 @@ export async function printPatroniLogs(
   nodes: Array<Pick<HaNode, "host" | "id" | "role">>,
   lines = 30,
 ): Promise<void> {
-  const tail = (text: string, n: number) => text.split("\n").slice(-n).join("\n");
   for (const n of nodes) {
     const dir = nodeDirOf(dataDir, n);
     const log = await fs.readFile(path.join(dir, "patroni.log"), "utf8").catch(() => "");
@@ -56,14 +55,14 @@ export async function printPatroniLogs(
             l,
           ),
       );
-    console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${tail(kept.join("\n"), lines)}`);
+    console.log(`patroni of ${n.id} (${n.role} on ${n.host}):\n${kept.slice(-lines).join("\n")}`);
     const pgLogs = (await fs.readdir(path.join(dir, "log")).catch(() => [] as string[]))
       .filter((f) => f.startsWith("postgresql-"))
       .sort();
     const latest = pgLogs.at(-1);
     if (!latest) continue;
     const pgLog = await fs.readFile(path.join(dir, "log", latest), "utf8").catch(() => "");
-    console.log(`postgresql of ${n.id} (${latest}):\n${tail(pgLog, lines)}`);
+    console.log(`postgresql of ${n.id} (${latest}):\n${pgLog.split("\n").slice(-lines).join("\n")}`);
   }
 }
 
